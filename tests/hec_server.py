@@ -1,7 +1,9 @@
 """A real Splunk HEC speaker on 127.0.0.1, for tests and benchmarks.
 
 It answers the way HEC does (codes, texts, acks, gzip, concatenated JSON bodies) and records
-what arrives, so tests can assert exactly which events Splunk would have indexed. Faults are
+what arrives, so tests can assert exactly which events Splunk would have indexed. A body is stored
+whole when accepted; on a 400 carrying ``invalid-event-number`` N (codes 6, 12, 13, 15) the events
+before N are stored, as Splunk indexes them; code 7 stores nothing. Faults are
 injected on demand and consumed, in order, by the next POSTs to the event endpoint.
 
 Run alone for benchmarks:  python tests/hec_server.py --port 0 [--token T]
@@ -70,7 +72,7 @@ def parse_body(raw: bytes):
             obj = None
         if not isinstance(obj, dict):
             err = _Reply(400, 6, "Invalid data format", **{"invalid-event-number": len(objs)})
-            err.parsed = objs
+            err.parsed = objs  # like Splunk: the events before the bad one are indexed
             raise err
         objs.append(obj)
     if not objs:
@@ -89,9 +91,15 @@ def _flat_value(v):
 
 
 def validate_events(objs, indexes):
-    """Check each object as HEC does (codes 12, 13, 15, 7); raise _Reply at the first bad one."""
+    """Check each object (codes 7, 12, 13, 15); raise _Reply at the first bad one.
+
+    The index is checked first, so a probe ``{"index": X, "event": ""}`` tells a wrong index (7)
+    from a good one (13) without indexing anything: that is what ``SplunkHEC.check()`` sends.
+    """
     for i, obj in enumerate(objs):
         n = {"invalid-event-number": i}
+        if indexes is not None and "index" in obj and obj["index"] not in indexes:
+            raise _Reply(400, 7, "Incorrect index", **n)
         if "event" not in obj:
             raise _Reply(400, 12, "Event field is required", **n)
         ev = obj["event"]
@@ -101,8 +109,6 @@ def validate_events(objs, indexes):
             f = obj["fields"]
             if not isinstance(f, dict) or not all(_flat_value(v) for v in f.values()):
                 raise _Reply(400, 15, "Error in handling indexed fields", **n)
-        if indexes is not None and "index" in obj and obj["index"] not in indexes:
-            raise _Reply(400, 7, "Incorrect index", **n)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -114,6 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing -------------------------------------------------------------------------
     def setup(self):
         hec = self.server.hec
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms Nagle stalls
         if hec._tls_context is not None:
             self.request.settimeout(10)
             self.request = hec._tls_context.wrap_socket(self.request, server_side=True)
@@ -267,13 +274,19 @@ class _Handler(BaseHTTPRequestHandler):
                 objs = parse_body(body)
             except _Reply as r:
                 n_events = len(getattr(r, "parsed", ()))
+                hec._store(getattr(r, "parsed", []))
                 raise
             n_events = len(objs)
             if kind == "reject":
                 k = max(0, min(fault["k"], len(objs) - 1))
                 hec._store(objs[:k])
                 raise _Reply(400, 6, "Invalid data format", **{"invalid-event-number": k})
-            validate_events(objs, hec.indexes)
+            try:
+                validate_events(objs, hec.indexes)
+            except _Reply as r:
+                if r.code != 7:  # like Splunk: the events before the bad one are indexed
+                    hec._store(objs[:r.extra["invalid-event-number"]])
+                raise
             hec._store(objs)
             status, payload = 200, {"text": "Success", "code": 0}
             if hec.ack:
