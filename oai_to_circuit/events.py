@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 HASH_PREFIX = "sha256:"
 
@@ -15,3 +16,52 @@ def hash_subkey(subkey: str) -> str:
 
 def is_hashed(subkey: str) -> bool:
     return subkey.startswith(HASH_PREFIX)
+
+
+def backfill_id(kind: str, worker_pid, anchor: str, subkey: str, model, discriminator) -> str:
+    """A stable id of one event's identity, the same whichever journalctl view it was read from.
+
+    Built from what every view shows identically: the service's own asctime of the attempt's
+    first line, its worker pid, the hashed subkey, model and token total (or error type).
+    """
+    ident = f"{kind}|{worker_pid}|{anchor}|{subkey}|{model}|{discriminator}"
+    return hashlib.sha256(ident.encode("utf-8")).hexdigest()[:32]
+
+
+def to_hec(record, *, index: str, sourcetype: str, source: str, names=None, reason=None) -> dict:
+    """The HEC envelope for one UsageRecord: original ``time``, ``backfill: true``, names joined.
+
+    ``names`` maps raw and hashed subkeys to ``Name`` (see names.name_lookup). Like the live
+    service, ``friendly_name`` is set only when a name is known and ``email`` only when non-empty.
+    """
+    ev = dict(record.event)
+    raw = ev.get("subkey")
+    hashed = hash_subkey(raw) if isinstance(raw, str) and raw else raw
+    if hashed is not None:
+        ev["subkey"] = hashed
+    if names and isinstance(raw, str):
+        name = names.get(raw) or names.get(hashed)
+        if name is not None:
+            ev["friendly_name"] = name.friendly_name
+            if name.email:
+                ev["email"] = name.email
+            else:
+                ev.pop("email", None)
+    disc = ev.get("error_type") if record.kind == "error" else ev.get("total_tokens")
+    ev["backfill"] = True
+    ev["backfill_id"] = backfill_id(record.kind, record.worker_pid, record.anchor, hashed, ev.get("model"), disc)
+    if reason:
+        ev["backfill_reason"] = reason
+    body = {"time": record.time}
+    if record.host:
+        body["host"] = record.host
+    body["source"] = source
+    body["sourcetype"] = f"{sourcetype}:error" if record.kind == "error" else sourcetype
+    body["index"] = index
+    body["event"] = ev
+    return body
+
+
+def encode(body: dict) -> bytes:
+    """Compact UTF-8 JSON, as the service's HTTP client sent it; one HEC event object."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

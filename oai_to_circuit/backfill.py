@@ -1,0 +1,542 @@
+"""One backfill run: journal text -> usage records -> HEC events -> ledger-filtered delivery -> report.
+
+Every stage is a generator, so memory stays flat however long the journal is. Nothing is lost:
+an event is either delivered (and recorded in the ledger), skipped because an earlier run
+delivered it, or written to the dead-letter file that ``--replay`` sends again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone, tzinfo
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, TextIO
+
+from . import events as ev_mod
+from .errors import ConfigError, InputError, ToolkitError
+from .journal import ReadStats, read_entries
+from .ledger import Ledger, default_ledger_path
+from .timespec import utc_iso, utc_month
+from .usage_log import ExtractStats, UsageExtractor, UsageRecord, extract
+
+ERA_NAMES = {"A": "A (9c7664e: Sending usage event)", "B": "B (9820dfe: Forwarding usage event)",
+             "C": "C (292b3a9..6dff23a: [HEC EXPORT], no source=)", "D": "D (d7fc0bd..HEAD: [HEC EXPORT] source=)",
+             "R": "replayed dead letters"}
+
+
+@dataclass
+class BackfillOptions:
+    inputs: list = field(default_factory=lambda: ["-"])
+    zone: Optional[tzinfo] = None
+    year: Optional[int] = None
+    dry_run: bool = False
+    verbose: bool = False
+    only_failed: bool = False
+    include_errors: bool = False
+    since: Optional[float] = None
+    until: Optional[float] = None
+    output: Optional[str] = None        # table | ndjson | none (default: table for dry runs)
+    reason: Optional[str] = None
+    index: str = "oai_circuit"
+    sourcetype: str = "llm:usage"
+    source: str = "oai-to-circuit"
+    db_path: Optional[str] = None
+    ledger_path: Optional[str] = None
+    force: bool = False
+    replay: Optional[str] = None
+    dead_letter_path: Optional[str] = None
+    progress: Optional[bool] = None     # None: when stderr is a terminal
+
+
+@dataclass
+class Candidate:
+    """One event on its way to HEC."""
+    backfill_id: str
+    body: dict
+    data: bytes
+    kind: str
+    era: str
+    outcome: str
+    origin: str
+
+
+@dataclass
+class BackfillReport:
+    run_id: str
+    dry_run: bool
+    read: ReadStats = field(default_factory=ReadStats)
+    extract: ExtractStats = field(default_factory=ExtractStats)
+    found: Counter = field(default_factory=Counter)          # (kind, era, outcome) -> n
+    filtered: Counter = field(default_factory=Counter)       # reason -> n
+    selected: int = 0
+    duplicates_in_input: int = 0
+    already_sent: int = 0
+    resent_after_crash: list = field(default_factory=list)
+    delivered: int = 0
+    failed: int = 0
+    maybe_doubled: list = field(default_factory=list)
+    dead_letter_path: Optional[str] = None
+    dead_reasons: Counter = field(default_factory=Counter)
+    tokens: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0]))  # (model, month) -> [n, p, c, t]
+    t_min: Optional[float] = None
+    t_max: Optional[float] = None
+    names_warning: Optional[str] = None
+    named: int = 0
+    fatal: Optional[str] = None
+    elapsed: float = 0.0
+    index: str = ""
+    sourcetype: str = ""
+    reason: Optional[str] = None
+    ledger_path: Optional[str] = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.fatal:
+            return 2
+        return 1 if self.failed else 0
+
+    def render(self) -> str:
+        r = self.read
+        out = []
+        mode = "DRY RUN: nothing was sent" if self.dry_run else "backfill run"
+        out.append(f"== {mode} (run {self.run_id}, {self.elapsed:.1f}s) ==")
+        out.append(f"read:      {r.lines} lines from {r.inputs} input(s), {r.bytes / 1e6:.1f} MB; "
+                   f"views: {', '.join(f'{k} {v}' for k, v in sorted(r.formats.items())) or 'none'}")
+        skipped = dict(r.skipped)
+        skipped.update(self.extract.ignored)
+        noise = r.lines - r.parsed - r.skipped_total
+        parts = [f"{noise} not usage-related"] + [f"{n} {why}" for why, n in sorted(skipped.items())]
+        out.append("skipped:   " + "; ".join(parts))
+        if r.blob_lines:
+            out.append(f"warning:   {r.blob_lines} lines were stored as binary ('[NNNB blob data]') and cannot be read;"
+                       " re-extract with 'journalctl -a' or '-o json'")
+        found_total = sum(self.found.values())
+        out.append(f"found:     {found_total} events the service tried to send")
+        by_era = defaultdict(Counter)
+        for (kind, era, outcome), n in self.found.items():
+            by_era[(kind, era)][outcome] += n
+        for (kind, era), c in sorted(by_era.items()):
+            detail = ", ".join(f"{o} {c[o]}" for o in ("delivered", "failed", "uncertain", "unknown") if c[o])
+            out.append(f"  {kind:<5} era {ERA_NAMES.get(era, era)}: {sum(c.values())} (live send: {detail})")
+        if self.extract.streams_without_usage:
+            out.append(f"  note: {self.extract.streams_without_usage} streamed responses carried no usage;"
+                       " the service exported no event for them (nothing to backfill)")
+        if self.duplicates_in_input:
+            out.append(f"repeats:   {self.duplicates_in_input} events appeared more than once in the input"
+                       " (overlapping extracts); each is sent once")
+        if self.filtered:
+            out.append("not selected: " + "; ".join(f"{n} {why}" for why, n in sorted(self.filtered.items())))
+        if self.names_warning:
+            out.append(f"names:     {self.names_warning}")
+        else:
+            out.append(f"names:     friendly_name joined on {self.named} of {self.selected} events")
+        verb = "would send" if self.dry_run else "to send"
+        out.append(f"selected:  {self.selected} events; {self.already_sent} already sent by an earlier run"
+                   f" (skipped; --force resends); {self.selected - self.already_sent} {verb}")
+        if not self.dry_run:
+            out.append(f"delivered: {self.delivered}    failed: {self.failed}")
+        if self.resent_after_crash:
+            out.append(f"note:      {len(self.resent_after_crash)} events were in flight when an earlier run stopped;"
+                       " they were sent again and may be doubled in Splunk")
+        if self.maybe_doubled:
+            ids = ", ".join(self.maybe_doubled[:10]) + (" ..." if len(self.maybe_doubled) > 10 else "")
+            out.append(f"doubles?:  {len(self.maybe_doubled)} events were resent after an ambiguous send"
+                       f" (timeout or lost ack) and may be in Splunk twice: {ids}")
+            out.append("           remove doubles in searches with: | dedup backfill_id")
+        if self.dead_letter_path:
+            why = "; ".join(f"{n} {w}" for w, n in self.dead_reasons.most_common(5))
+            out.append(f"dead letters: {self.failed} events written to {self.dead_letter_path} ({why})")
+            out.append(f"           resend them with: python backfill_hec.py --replay {self.dead_letter_path}")
+        if self.fatal:
+            out.append(f"STOPPED:   {self.fatal}")
+        if self.tokens:
+            out.append("tokens by model and month (UTC) of the selected events:")
+            out.append(f"  {'model':<20} {'month':<8} {'events':>7} {'prompt':>12} {'completion':>12} {'total':>12}")
+            for (model, month), (n, p, c, t) in sorted(self.tokens.items()):
+                out.append(f"  {str(model):<20} {month:<8} {n:>7} {p:>12,} {c:>12,} {t:>12,}")
+        if self.t_min is not None and not self.dry_run and self.delivered:
+            earliest = int(self.t_min)
+            latest = int(self.t_max) + 1
+            reason = f' backfill_reason="{self.reason}"' if self.reason else ""
+            out.append("verify in Splunk:")
+            out.append(f'  index={self.index} sourcetype="{self.sourcetype}" backfill=true{reason}'
+                       f" earliest={earliest} latest={latest} | dedup backfill_id"
+                       " | stats count sum(total_tokens) by model")
+        elif self.t_min is not None and self.dry_run:
+            out.append(f"time range: {utc_iso(self.t_min)} .. {utc_iso(self.t_max)}")
+        return "\n".join(out)
+
+
+class DeadLetters:
+    """NDJSON, mode 0600 (events hold emails), created only when something fails."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fh: Optional[TextIO] = None
+
+    def write(self, cand_body: dict, backfill_id: str, reason: str) -> None:
+        if self.fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self.fh = os.fdopen(fd, "w", encoding="utf-8")
+        rec = {"backfill_id": backfill_id, "reason": reason,
+               "failed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "hec": cand_body}
+        self.fh.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+def default_dead_letter_path(run_id: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = f"backfill-dead-letters-{stamp}-{run_id}.ndjson"
+    cwd = Path.cwd()
+    if os.access(cwd, os.W_OK):
+        return cwd / name
+    return default_ledger_path().parent / name
+
+
+# -- stage: candidates from the journal --------------------------------------------------------
+def journal_candidates(opts: BackfillOptions, report: BackfillReport, names, log) -> Iterator[Candidate]:
+    extractor = UsageExtractor(opts.zone, report.extract)
+    entries = read_entries(opts.inputs, zone=opts.zone, year=opts.year, stats=report.read, keep=extractor.keep)
+    progress = _Progress(report, enabled=opts.progress)
+    for rec in extract(entries, extractor):
+        progress.tick()
+        report.found[(rec.kind, rec.era, rec.outcome)] += 1
+        why = _filter(rec, opts)
+        if why:
+            report.filtered[why] += 1
+            if opts.verbose:
+                log(f"skip {rec.source}:{rec.line_no} ({rec.kind}, era {rec.era}): {why}")
+            continue
+        body = ev_mod.to_hec(rec, index=opts.index, sourcetype=opts.sourcetype, source=opts.source,
+                             names=names, reason=opts.reason)
+        if "friendly_name" in body["event"]:
+            report.named += 1
+        if opts.verbose:
+            e = body["event"]
+            log(f"event {e['backfill_id']} from {rec.source}:{rec.line_no}: {rec.kind} era {rec.era},"
+                f" live send {rec.outcome} ({rec.detail}); time {utc_iso(rec.time)} from {rec.time_source};"
+                f" {'full JSON in log' if rec.full_json else 'rebuilt from the summary line'};"
+                f" name {e.get('friendly_name', '(none)')}")
+        yield Candidate(body["event"]["backfill_id"], body, ev_mod.encode(body), rec.kind, rec.era, rec.outcome,
+                        f"{rec.source}:{rec.line_no}")
+    progress.done()
+
+
+def _filter(rec: UsageRecord, opts: BackfillOptions) -> Optional[str]:
+    if rec.kind == "error" and not opts.include_errors:
+        return "error events (quota_exceeded, unauthorized_subkey; --include-errors sends them)"
+    if opts.only_failed and rec.outcome not in ("failed", "uncertain"):
+        return "delivered live, or outcome unknown (--only-failed)"
+    if rec.time is None:
+        return "events without any time"
+    if opts.since is not None and rec.time < opts.since:
+        return "before --since"
+    if opts.until is not None and rec.time >= opts.until:
+        return "at or after --until"
+    return None
+
+
+def replay_candidates(path: str, report: BackfillReport, log) -> Iterator[Candidate]:
+    """Dead-letter lines ({"hec": body, ...}) or bare HEC bodies (--output ndjson) are both accepted."""
+    try:
+        fh = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--replay {path}: {exc.strerror.lower() if exc.strerror else exc}")
+    report.read.inputs += 1
+    with fh:
+        for n, line in enumerate(fh, 1):
+            report.read.lines += 1
+            report.read.bytes += len(line)
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                d = json.loads(line)
+                body = d["hec"] if "hec" in d else d
+                bid = body["event"]["backfill_id"]
+            except (ValueError, KeyError, TypeError):
+                report.read.skip("replay lines that are not a dead letter or HEC event")
+                continue
+            report.read.parsed += 1
+            kind = "error" if str(body.get("sourcetype", "")).endswith(":error") else "usage"
+            report.found[(kind, "R", "failed")] += 1
+            yield Candidate(bid, body, ev_mod.encode(body), kind, "R", "failed", f"{path}:{n}")
+
+
+# -- the run -----------------------------------------------------------------------------------
+def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=None,
+                 stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> BackfillReport:
+    """Run one backfill. ``hec`` is a SplunkHEC (None for dry runs). Returns the report."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+
+    def log(msg: str) -> None:
+        print(msg, file=stderr)
+
+    started = time.monotonic()
+    run_id = uuid.uuid4().hex[:12]
+    report = BackfillReport(run_id=run_id, dry_run=opts.dry_run, index=opts.index, sourcetype=opts.sourcetype,
+                            reason=opts.reason)
+    report.names_warning = names_warning
+    ledger_path = Path(opts.ledger_path) if opts.ledger_path else default_ledger_path()
+    report.ledger_path = str(ledger_path)
+    ledger = Ledger(ledger_path, run_id, readonly=opts.dry_run)
+    scratch_dir = None
+    scratch = ledger
+    if opts.dry_run:  # a throwaway ledger finds repeats inside this run without touching the real one
+        scratch_dir = tempfile.TemporaryDirectory(prefix="backfill-dry-run-")
+        scratch = Ledger(Path(scratch_dir.name) / "seen.db", run_id)
+    output = opts.output or ("table" if opts.dry_run else "none")
+    if opts.replay:
+        cands = replay_candidates(opts.replay, report, log)
+    else:
+        cands = journal_candidates(opts, report, names, log)
+    table = _Table(stdout) if output == "table" else None
+    try:
+        if opts.dry_run:
+            on_skip = (lambda c: table.row(c, "skip: already sent")) if table else None
+            for c in _ledger_filter(cands, ledger, scratch, opts, report, log, on_skip):
+                _account(report, c)
+                _emit(output, c, stdout, table, "send")
+        else:
+            _send(cands, ledger, opts, report, hec, log, stdout, output, table)
+    finally:
+        if table:
+            table.close()
+        ledger.close()
+        if scratch_dir is not None:
+            scratch.close()
+            scratch_dir.cleanup()
+        report.elapsed = time.monotonic() - started
+    return report
+
+
+def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on_skip=None) -> Iterator[Candidate]:
+    """Skip what an earlier run delivered and what this run already met (overlapping inputs)."""
+    for c in cands:
+        mine = scratch.lookup(opts.index, c.backfill_id) if scratch is not ledger else None
+        seen = ledger.lookup(opts.index, c.backfill_id)
+        if (mine or (seen and seen[1] == scratch.run_id)):
+            report.duplicates_in_input += 1
+            continue
+        report.selected += 1
+        if seen and seen[0] == "delivered" and not opts.force:
+            report.already_sent += 1
+            if opts.verbose:
+                log(f"skip {c.backfill_id} from {c.origin}: already delivered by an earlier run")
+            if on_skip is not None:
+                on_skip(c)
+            continue
+        if seen and seen[0] == "inflight":
+            report.resent_after_crash.append(c.backfill_id)
+        scratch.mark_inflight(opts.index, c.backfill_id)
+        yield c
+
+
+def _account(report: BackfillReport, c: Candidate) -> None:
+    t = c.body.get("time")
+    e = c.body["event"]
+    if isinstance(t, (int, float)):
+        report.t_min = t if report.t_min is None else min(report.t_min, t)
+        report.t_max = t if report.t_max is None else max(report.t_max, t)
+        if c.kind == "usage":
+            row = report.tokens[(e.get("model"), utc_month(t))]
+            row[0] += 1
+            row[1] += int(e.get("prompt_tokens") or 0)
+            row[2] += int(e.get("completion_tokens") or 0)
+            row[3] += int(e.get("total_tokens") or 0)
+
+
+def _emit(output: str, c: Candidate, stdout, table, action: str) -> None:
+    if output == "ndjson":
+        stdout.write(c.data.decode("utf-8") + "\n")
+    elif table is not None:
+        table.row(c, action)
+
+
+def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
+    from .splunk_hec import HECFatalError, Outgoing
+
+    dead = DeadLetters(Path(opts.dead_letter_path) if opts.dead_letter_path else default_dead_letter_path(report.run_id))
+    pending: dict = {}
+
+    def outgoing() -> Iterator:
+        for c in _ledger_filter(cands, ledger, ledger, opts, report, log):
+            pending[c.backfill_id] = c
+            yield Outgoing(c.backfill_id, c.data)
+
+    def fail(c: Candidate, reason: str) -> None:
+        dead.write(c.body, c.backfill_id, reason)
+        ledger.forget(opts.index, c.backfill_id)
+        report.failed += 1
+        report.dead_reasons[reason] += 1
+        report.dead_letter_path = str(dead.path)
+
+    gen = outgoing()
+    try:
+        for res in hec.deliver(gen):
+            c = pending.pop(res.id, None)
+            if c is None:
+                continue
+            if res.status == "delivered":
+                ledger.mark_delivered(opts.index, c.backfill_id, res.maybe_doubled)
+                report.delivered += 1
+                if res.maybe_doubled:
+                    report.maybe_doubled.append(c.backfill_id)
+                _account(report, c)
+                _emit(output, c, stdout, table, "sent")
+            else:
+                fail(c, res.reason or "not delivered")
+                if opts.verbose:
+                    log(f"failed {c.backfill_id} from {c.origin}: {res.reason}")
+    except HECFatalError as exc:
+        report.fatal = str(exc)
+        reason = f"not sent: the run stopped: {exc}"
+        for _ in gen:  # the rest of the input goes to the dead letters too: nothing is lost
+            pass
+        for c in list(pending.values()):
+            fail(c, reason)
+        pending.clear()
+    finally:
+        for c in list(pending.values()):  # interrupted: whatever was handed over but not resolved
+            fail(c, "not sent: the run was interrupted")
+        dead.close()
+
+
+class _Table:
+    """The dry-run preview: one row per event, fixed columns, readable in a terminal."""
+
+    HEADER = (f"{'TIME (UTC)':<24} {'ERA':<3} {'LIVE SEND':<10} {'SUBKEY':<23} {'NAME':<18} {'MODEL':<14}"
+              f" {'PROMPT':>7} {'COMPL':>7} {'TOTAL':>7}  ACTION")
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.n = 0
+
+    def row(self, c: Candidate, action: str) -> None:
+        if self.n == 0:
+            self.fh.write(self.HEADER + "\n")
+        self.n += 1
+        e = c.body["event"]
+        t = c.body.get("time")
+        name = (e.get("friendly_name") or "-")[:18]
+        model = str(e.get("model") or "-")[:14]
+        if c.kind == "error":
+            tok = f"{'error: ' + str(e.get('error_type'))[:16]:>23}"
+        else:
+            tok = f"{_n(e.get('prompt_tokens')):>7} {_n(e.get('completion_tokens')):>7} {_n(e.get('total_tokens')):>7}"
+        self.fh.write(f"{utc_iso(t) if t else '-':<24} {c.era:<3} {c.outcome:<10} {str(e.get('subkey'))[:23]:<23}"
+                      f" {name:<18} {model:<14} {tok}  {action}\n")
+
+    def close(self) -> None:
+        if self.n == 0:
+            self.fh.write("(no events selected)\n")
+        self.fh.flush()
+
+
+def _n(v) -> str:
+    return "-" if v is None else str(v)
+
+
+class _Progress:
+    """A one-line progress meter on stderr, only when it is a terminal."""
+
+    def __init__(self, report: BackfillReport, enabled: Optional[bool]):
+        self.report = report
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.last = time.monotonic()
+        self.shown = False
+
+    def tick(self) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last >= 1.0:
+            self.last = now
+            r = self.report
+            sys.stderr.write(f"\r  read {r.read.lines:,} lines, {r.read.bytes / 1e6:,.0f} MB;"
+                             f" found {sum(r.found.values()):,} events ")
+            sys.stderr.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r" + " " * 70 + "\r")
+            sys.stderr.flush()
+
+
+# -- the script's one entry point --------------------------------------------------------------
+def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> int:
+    """Resolve settings from parsed ``backfill_hec.py`` arguments, run, print the report; exit code."""
+    from .config import load_settings
+    from .journal import parse_zone
+    from .timespec import parse_date, parse_when
+
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    settings = load_settings(args.env_file, overrides={
+        "index": args.index, "sourcetype": args.sourcetype, "db_path": args.db,
+        "verify_ssl": args.ca_bundle})
+    zone = parse_zone(args.tz, args.utc)
+    year = args.year
+    if args.date:
+        year = year or parse_date(args.date).year
+    opts = BackfillOptions(
+        inputs=list(args.inputs) or ["-"], zone=zone, year=year, dry_run=args.dry_run, verbose=args.verbose,
+        only_failed=args.only_failed, include_errors=args.include_errors,
+        since=parse_when(args.since, zone) if args.since else None,
+        until=parse_when(args.until, zone) if args.until else None,
+        output=args.output, reason=args.reason, index=settings.index, sourcetype=settings.sourcetype,
+        source=settings.source, db_path=settings.db_path, ledger_path=args.ledger, force=args.force,
+        replay=args.replay, dead_letter_path=args.dead_letter, progress=args.progress)
+    if opts.since is not None and opts.until is not None and opts.since >= opts.until:
+        raise ConfigError("--since must be before --until")
+
+    hec = None
+    if args.check or not opts.dry_run:
+        settings.require_hec()
+        from .splunk_hec import SplunkHEC
+
+        hec = SplunkHEC(
+            settings.hec_url, settings.hec_token, index=settings.index, sourcetype=settings.sourcetype,
+            source=settings.source, verify=settings.verify_ssl, timeout=args.timeout or 10.0,
+            max_batch_bytes=args.batch_bytes or 900_000, max_batch_events=args.batch_size or 500,
+            gzip=not args.no_gzip, retry_for=300.0 if args.retry_for is None else args.retry_for,
+            ack=True if args.ack else None, max_eps=args.max_eps, verbose=args.verbose,
+            log=lambda m: print(m, file=stderr))
+        if args.check:
+            problems = hec.check()
+            for line in problems:
+                print(f"problem: {line}", file=stderr)
+            if not problems:
+                print("HEC is healthy and the token is accepted", file=stderr)
+            return 2 if problems else 0
+
+    names, warning = None, None
+    if not opts.replay:
+        from .names import NamesUnavailable, name_lookup
+
+        try:
+            names = name_lookup(opts.db_path)
+        except NamesUnavailable as exc:
+            warning = f"{exc}; sending without friendly_name/email"
+            print(f"backfill_hec.py: warning: {warning}", file=stderr)
+    try:
+        report = run_backfill(opts, hec=hec, names=names, names_warning=warning, stdout=stdout, stderr=stderr)
+    finally:
+        if hec is not None:
+            hec.close()
+    print(report.render(), file=stderr)
+    return report.exit_code

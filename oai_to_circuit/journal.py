@@ -1,0 +1,351 @@
+"""journalctl text -> JournalEntry, whatever ``-o`` view the operator extracted.
+
+Every ``journalctl`` text view is recognised line by line (an input may be several files
+concatenated): ``short``, ``short-precise``, ``short-iso``, ``short-iso-precise``, ``short-full``,
+``short-unix``, ``json``, ``cat``, and the service's own lines with no journal prefix.
+
+Output schema (one ``JournalEntry`` per kept line)::
+
+    time        float | None   epoch seconds of the journal prefix (None: cat / bare lines)
+    precise     bool           the prefix had sub-second precision
+    host        str | None     journal host name
+    ident       str | None     syslog identifier (e.g. "oai-to-circuit")
+    pid         int | None     journal _PID (uvicorn's reloader, not the worker)
+    message     str            the message, ANSI colour codes removed
+    line_no     int            1-based line number within its input
+    stream      tuple          (host, ident, pid): lines of one journald stream
+
+Lines are only decoded and parsed when the caller's ``keep(raw_bytes)`` says so (the usage extractor keeps the
+few lines that can matter); every other line is counted, never parsed. Skipped lines are counted
+by reason in ``ReadStats``.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError, InputError
+
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+BLOB_RE = re.compile(r"\[\d+(?:\.\d+)?[KMG]?B blob data\]$")
+MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+_TAIL = r" (?P<host>\S+) (?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?:(?: (?P<msg>.*))?$"
+SHORT_RE = re.compile(
+    r"^(?P<mon>[A-Z][a-z]{2}) (?P<day>[ \d]\d) (?P<hms>\d\d:\d\d:\d\d)(?P<frac>\.\d{1,9})?" + _TAIL)
+ISO_RE = re.compile(
+    r"^(?P<ymd>\d{4}-\d\d-\d\d)T(?P<hms>\d\d:\d\d:\d\d)(?P<frac>\.\d{1,9})?"
+    r"(?P<off>Z|[+-]\d\d:?\d\d)" + _TAIL)
+FULL_RE = re.compile(
+    r"^[A-Z][a-z]{2} (?P<ymd>\d{4}-\d\d-\d\d) (?P<hms>\d\d:\d\d:\d\d)(?P<frac>\.\d{1,9})? (?P<zone>[A-Za-z0-9+-]+)" + _TAIL)
+UNIX_RE = re.compile(r"^(?P<epoch>\d{9,11}(?:\.\d{1,9})?)" + _TAIL)
+MARKER_RE = re.compile(r"^-- (?:Boot [0-9a-f]+|Reboot|No entries|(?:Logs|Journal) begins? at .*) --$")
+# Common zone abbreviations journalctl -o short-full prints (unambiguous ones only).
+ABBREV_OFFSETS = {"EST": -5, "EDT": -4, "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7,
+                  "AKST": -9, "AKDT": -8, "HST": -10, "CET": 1, "CEST": 2, "EET": 2, "EEST": 3, "WET": 0,
+                  "WEST": 1, "BST": 1, "JST": 9, "KST": 9, "AEST": 10, "AEDT": 11, "NZST": 12, "NZDT": 13}
+LOGS_BEGIN_RE = re.compile(r"(?:Logs|Journal) begins? at \w{3} (\d{4})-\d\d-\d\d")
+
+
+@dataclass(slots=True)
+class JournalEntry:
+    time: Optional[float]
+    precise: bool
+    host: Optional[str]
+    ident: Optional[str]
+    pid: Optional[int]
+    message: str
+    line_no: int
+    source: str = "-"
+
+    @property
+    def stream(self) -> tuple:
+        return (self.host, self.ident, self.pid)
+
+
+@dataclass
+class ReadStats:
+    inputs: int = 0
+    lines: int = 0
+    bytes: int = 0
+    parsed: int = 0
+    skipped: dict = field(default_factory=dict)  # reason -> count
+    formats: dict = field(default_factory=dict)  # view -> parsed lines
+    blob_lines: int = 0
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+
+def local_zone() -> tzinfo:
+    """The zone journalctl itself would print in: $TZ, else the system's /etc/localtime."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        try:
+            return ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            return ZoneInfo(target.split("zoneinfo/", 1)[1])
+        with open("/etc/localtime", "rb") as fh:
+            return ZoneInfo.from_file(fh)
+    except (OSError, ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
+def parse_zone(name: Optional[str], utc: bool = False) -> tzinfo:
+    if utc:
+        return timezone.utc
+    if not name:
+        return local_zone()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"--tz {name}: unknown time zone (use an IANA name such as Europe/Berlin or UTC)")
+
+
+def open_inputs(paths: Iterable[str], stdin=None) -> Iterator[tuple[str, Iterable[bytes]]]:
+    """Yield (name, binary line iterator) per input; '-' is stdin; .gz is read transparently."""
+    for p in paths:
+        if p == "-":
+            raw = (stdin or sys.stdin).buffer if hasattr(stdin or sys.stdin, "buffer") else (stdin or sys.stdin)
+            yield "<stdin>", _maybe_gzip(raw)
+            continue
+        try:
+            fh = open(p, "rb")
+        except FileNotFoundError:
+            raise InputError(f"{p}: no such file")
+        except IsADirectoryError:
+            raise InputError(f"{p}: is a directory, not a journal extract")
+        except PermissionError:
+            raise InputError(f"{p}: permission denied")
+        with fh:
+            yield p, _maybe_gzip(fh)
+
+
+def _maybe_gzip(fh) -> Iterable[bytes]:
+    """Sniff the gzip magic so `.gz` works from a file or from stdin alike."""
+    buffered = fh if hasattr(fh, "peek") else io.BufferedReader(fh)
+    head = buffered.peek(2)[:2]
+    if head == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=buffered)
+    return buffered
+
+
+class JournalReader:
+    """Turn text lines of any journalctl view into JournalEntry records.
+
+    Short views have no year: it comes from ``year`` (``--date``/``--year``), else a
+    ``-- Logs begin at`` header, else the service's own asctime (which has one), else today;
+    a month that goes backwards (December -> January) moves to the next year.
+    """
+
+    def __init__(self, zone: tzinfo, year: Optional[int] = None, stats: Optional[ReadStats] = None,
+                 keep: Optional[Callable[[bytes], bool]] = None):
+        self.zone = zone
+        self.explicit_year = year
+        self.year = year
+        self.stats = stats or ReadStats()
+        self.keep = keep
+        self._last_month = None
+        self._year_source = "flag" if year else None
+
+    # -- year bookkeeping for yearless short views -------------------------------------------
+    def _year_for(self, month: int, msg: Optional[str]) -> int:
+        if self.year is None:
+            y = None
+            if msg:
+                m = _ASCTIME_YEAR_RE.search(msg)
+                if m:
+                    y = int(m.group(1))
+                    if int(m.group(2)) == 1 and month == 12:
+                        y -= 1  # the service logged just past New Year's; the journal prefix is before it
+                    elif int(m.group(2)) == 12 and month == 1:
+                        y += 1
+                    self._year_source = "asctime"
+            self.year = y or datetime.now(self.zone).year
+            self._year_source = self._year_source or "today"
+        elif self._last_month is not None and month < self._last_month and self._last_month - month > 6:
+            self.year += 1  # December -> January inside one input
+        self._last_month = month
+        return self.year
+
+    def _local_epoch(self, y: int, mo: int, d: int, hms: str, frac: Optional[str], zone: tzinfo) -> float:
+        h, mi, s = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
+        dt = datetime(y, mo, d, h, mi, s, tzinfo=zone)
+        t = dt.timestamp()
+        if frac:
+            t += float(frac)
+        return t
+
+    # -- one line -------------------------------------------------------------------------------
+    def parse_line(self, text: str, line_no: int, source: str) -> Optional[JournalEntry]:
+        """Return the entry for one decoded line, or None when it is a marker / not an entry."""
+        c = text[:1]
+        if c == "{":
+            e = self._parse_json(text, line_no, source)
+            if e is not None:
+                return e
+        elif c == "-" and text.startswith("-- "):
+            if MARKER_RE.match(text):
+                m = LOGS_BEGIN_RE.search(text)
+                if m and self.explicit_year is None:
+                    self.year = int(m.group(1))
+                    self._year_source = "header"
+                self.stats.skip("journalctl marker lines (-- Boot --, -- Logs begin --, ...)")
+                return None
+        m = None
+        if c.isdigit():
+            m = ISO_RE.match(text)
+            if m:
+                return self._entry_iso(m, line_no, source)
+            m = UNIX_RE.match(text)
+            if m:
+                return self._entry(float(m.group("epoch")), "." in m.group("epoch"), m, line_no, source, "short-unix")
+        elif c.isalpha():
+            m = SHORT_RE.match(text)
+            if m:
+                mon = MONTHS.get(m.group("mon"))
+                if mon:
+                    msg = m.group("msg")
+                    y = self._year_for(mon, msg)
+                    try:
+                        t = self._local_epoch(y, mon, int(m.group("day")), m.group("hms"), m.group("frac"), self.zone)
+                    except ValueError:
+                        t = None
+                    view = "short-precise" if m.group("frac") else "short"
+                    return self._entry(t, bool(m.group("frac")), m, line_no, source, view)
+            m = FULL_RE.match(text)
+            if m:
+                y, mo, d = (int(x) for x in m.group("ymd").split("-"))
+                zone = self._zone_from_abbrev(m.group("zone"), y, mo, d, m.group("hms"))
+                t = self._local_epoch(y, mo, d, m.group("hms"), m.group("frac"), zone)
+                return self._entry(t, bool(m.group("frac")), m, line_no, source, "short-full")
+        # cat view, or the service's own lines without a journal prefix
+        self.stats.formats["cat"] = self.stats.formats.get("cat", 0) + 1
+        return JournalEntry(None, False, None, None, None, _clean(text), line_no, source)
+
+    def _zone_from_abbrev(self, abbrev: str, y: int, mo: int, d: int, hms: str) -> tzinfo:
+        """short-full prints a zone abbreviation: trust --tz when it agrees, else a known offset."""
+        if abbrev in ("UTC", "GMT", "Z"):
+            return timezone.utc
+        try:
+            if datetime(y, mo, d, int(hms[:2]), tzinfo=self.zone).tzname() == abbrev:
+                return self.zone
+        except ValueError:
+            return self.zone
+        if abbrev in ABBREV_OFFSETS:
+            return timezone(timedelta(hours=ABBREV_OFFSETS[abbrev]))
+        m = re.fullmatch(r"([+-])(\d\d)(\d\d)?", abbrev)
+        if m:
+            mins = int(m.group(2)) * 60 + int(m.group(3) or 0)
+            return timezone(timedelta(minutes=mins if m.group(1) == "+" else -mins))
+        return self.zone
+
+    def _entry_iso(self, m, line_no, source) -> JournalEntry:
+        off = m.group("off")
+        if off == "Z":
+            off = "+00:00"
+        elif ":" not in off:
+            off = off[:3] + ":" + off[3:]
+        frac = m.group("frac") or ""
+        try:
+            dt = datetime.fromisoformat(f"{m.group('ymd')}T{m.group('hms')}{off}")
+            t = dt.timestamp() + (float(frac) if frac else 0.0)
+        except ValueError:
+            t = None
+        return self._entry(t, bool(frac), m, line_no, source, "short-iso-precise" if frac else "short-iso")
+
+    def _entry(self, t, precise, m, line_no, source, view) -> JournalEntry:
+        self.stats.formats[view] = self.stats.formats.get(view, 0) + 1
+        pid = m.group("pid")
+        return JournalEntry(t, precise, m.group("host"), m.group("ident"), int(pid) if pid else None,
+                            _clean(m.group("msg") or ""), line_no, source)
+
+    def _parse_json(self, text, line_no, source) -> Optional[JournalEntry]:
+        try:
+            d = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(d, dict) or "MESSAGE" not in d:
+            return None
+        msg = d.get("MESSAGE")
+        if isinstance(msg, list):  # journald stores lines with control characters as byte arrays
+            try:
+                msg = bytes(msg).decode("utf-8", "replace")
+            except (ValueError, TypeError):
+                msg = ""
+        elif msg is None:
+            msg = ""
+        elif not isinstance(msg, str):
+            msg = str(msg)
+        ts = d.get("__REALTIME_TIMESTAMP")
+        try:
+            t = int(ts) / 1e6 if ts is not None else None
+        except (TypeError, ValueError):
+            t = None
+        pid = d.get("_PID") or d.get("SYSLOG_PID")
+        try:
+            pid = int(pid) if pid is not None else None
+        except (TypeError, ValueError):
+            pid = None
+        self.stats.formats["json"] = self.stats.formats.get("json", 0) + 1
+        return JournalEntry(t, True, d.get("_HOSTNAME"), d.get("SYSLOG_IDENTIFIER"), pid,
+                            _clean(msg), line_no, source)
+
+    # -- whole inputs ---------------------------------------------------------------------------
+    def read(self, name: str, lines: Iterable[bytes]) -> Iterator[JournalEntry]:
+        stats = self.stats
+        stats.inputs += 1
+        keep = self.keep
+        self._last_month = None
+        n = 0
+        for raw in lines:
+            n += 1
+            stats.lines += 1
+            stats.bytes += len(raw)
+            if keep is not None and not keep(raw):
+                continue
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if text.endswith("blob data]") and BLOB_RE.search(text):
+                stats.blob_lines += 1
+                stats.skip("[NNNB blob data] lines (re-extract with journalctl -a or -o json)")
+                continue
+            e = self.parse_line(text, n, name)
+            if e is not None:
+                stats.parsed += 1
+                yield e
+
+
+_ASCTIME_YEAR_RE = re.compile(r"\b(\d{4})-(\d\d)-\d\d \d\d:\d\d:\d\d,\d{3} - ")
+
+
+def _clean(msg: str) -> str:
+    if "\x1b" in msg:
+        msg = ANSI_RE.sub("", msg)
+    return msg
+
+
+def read_entries(paths: Iterable[str], *, zone: tzinfo, year: Optional[int] = None,
+                 stats: Optional[ReadStats] = None, keep: Optional[Callable[[bytes], bool]] = None,
+                 stdin=None) -> Iterator[JournalEntry]:
+    """All entries of all inputs, in order."""
+    reader = JournalReader(zone, year=year, stats=stats, keep=keep)
+    for name, lines in open_inputs(paths, stdin=stdin):
+        yield from reader.read(name, lines)

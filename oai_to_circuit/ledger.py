@@ -1,0 +1,92 @@
+"""What was already delivered: exactly-once across runs, overlapping extracts and kill -9.
+
+One SQLite row per (index, backfill_id). An event is marked ``inflight`` when it is handed to
+the HEC client and ``delivered`` only once HEC accepted (or acknowledged) it. A row still
+``inflight`` at the start of a run belongs to a run that died mid-send: HEC may or may not have
+those events, so they are resent and reported as possibly doubled (``| dedup backfill_id``).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from .errors import ConfigError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    index_name    TEXT NOT NULL,
+    backfill_id   TEXT NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('inflight', 'delivered')),
+    run_id        TEXT NOT NULL,
+    maybe_doubled INTEGER NOT NULL DEFAULT 0,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (index_name, backfill_id)
+) WITHOUT ROWID;
+"""
+
+
+def default_ledger_path() -> Path:
+    """$XDG_STATE_HOME/oai-to-circuit/backfill-ledger.db (else ~/.local/state/...): any user can write it."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "oai-to-circuit" / "backfill-ledger.db"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Ledger:
+    def __init__(self, path, run_id: str, readonly: bool = False):
+        self.path = Path(path)
+        self.run_id = run_id
+        self.readonly = readonly
+        self.db: Optional[sqlite3.Connection] = None
+        try:
+            if readonly:
+                if self.path.exists():
+                    self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")  # survives kill -9; fsync at checkpoints
+                self.db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(f"ledger {self.path}: {exc} (choose another with --ledger PATH)") from None
+
+    def lookup(self, index: str, backfill_id: str) -> Optional[tuple]:
+        """(state, run_id) of an event, or None when this ledger has never seen it."""
+        if self.db is None:
+            return None
+        try:
+            return self.db.execute("SELECT state, run_id FROM deliveries WHERE index_name=? AND backfill_id=?",
+                                   (index, backfill_id)).fetchone()
+        except sqlite3.OperationalError:
+            return None  # a read-only look at a ledger without the table yet
+
+    def mark_inflight(self, index: str, backfill_id: str) -> None:
+        self.db.execute(
+            "INSERT INTO deliveries(index_name, backfill_id, state, run_id, updated_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(index_name, backfill_id) DO UPDATE SET state='inflight', run_id=excluded.run_id, "
+            "updated_at=excluded.updated_at",
+            (index, backfill_id, "inflight", self.run_id, _now()))
+
+    def mark_delivered(self, index: str, backfill_id: str, maybe_doubled: bool = False) -> None:
+        self.db.execute(
+            "INSERT INTO deliveries(index_name, backfill_id, state, run_id, maybe_doubled, updated_at) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT(index_name, backfill_id) DO UPDATE SET state='delivered', "
+            "run_id=excluded.run_id, maybe_doubled=excluded.maybe_doubled, updated_at=excluded.updated_at",
+            (index, backfill_id, "delivered", self.run_id, int(maybe_doubled), _now()))
+
+    def forget(self, index: str, backfill_id: str) -> None:
+        """The event failed for good (dead-lettered): it is not in flight any more."""
+        self.db.execute("DELETE FROM deliveries WHERE index_name=? AND backfill_id=? AND state='inflight'",
+                        (index, backfill_id))
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None

@@ -1,0 +1,52 @@
+"""Real journalctl output for tests: the bundled journal files printed in any -o view."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOKEN = "11111111-2222-4333-8444-555555555555"
+
+
+def journal_file(service: str, tmp_dir: Path) -> Path:
+    """service.journal.gz unpacked (journalctl reads only plain journal files)."""
+    out = tmp_dir / f"{service}.journal"
+    if not out.exists():
+        with gzip.open(FIXTURES / service / "service.journal.gz") as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return out
+
+
+def journalctl_view(service: str, view: str, tmp_dir: Path, tz: str = "UTC", extra=()) -> Path:
+    """Print the service's journal the way an operator would extract it; returns the text file."""
+    jf = journal_file(service, tmp_dir)
+    out = tmp_dir / f"{service}.{view}.{tz.replace('/', '_')}{''.join(extra)}.txt"
+    if not out.exists():
+        env = dict(os.environ, TZ=tz)
+        with open(out, "wb") as fh:
+            subprocess.run(["journalctl", "--file", str(jf), "--no-pager", "-u", "oai-to-circuit.service",
+                            "-o", view, *extra], stdout=fh, env=env, check=True)
+    return out
+
+
+def expected(service: str, kind: str = "usage"):
+    """(accepted, failed) payload records of the given kind, as the HEC endpoint saw them."""
+    out = {}
+    for name in ("accepted", "failed"):
+        with gzip.open(FIXTURES / service / f"hec_{name}.jsonl.gz", "rt", encoding="utf-8") as fh:
+            out[name] = [d for d in map(json.loads, fh) if d["kind"] == kind]
+    return out["accepted"], out["failed"]
+
+
+@lru_cache(maxsize=None)
+def fixture(service: str) -> dict:
+    return json.loads((FIXTURES / f"fixture-{service.split('-', 1)[1]}.json").read_text(encoding="utf-8"))
+
+
+def db_path(service: str) -> Path:
+    return FIXTURES / f"quota-{service.split('-', 1)[1]}.db"

@@ -1,0 +1,258 @@
+"""backfill_hec.py end to end: real journalctl output in, a real HEC server on 127.0.0.1 out."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+from collections import Counter
+
+import pytest
+
+import backfill_hec
+from journal_views import FIXTURES, TOKEN, db_path, expected, fixture, journalctl_view
+
+E7 = "service-e749b02"
+A9 = "service-9c7664e"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, hec_server):
+    """A clean operator environment: HEC settings in the environment, cwd and state in tmp."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("SPLUNK_HEC_URL", hec_server.url + "/services/collector/event")
+    monkeypatch.setenv("SPLUNK_HEC_TOKEN", TOKEN)
+    monkeypatch.delenv("QUOTA_DB_PATH", raising=False)
+    monkeypatch.delenv("SPLUNK_INDEX", raising=False)
+    return hec_server
+
+
+def run(capsys, *argv):
+    code = backfill_hec.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def key(ev):
+    from oai_to_circuit.events import hash_subkey
+
+    return (hash_subkey(ev["subkey"]), ev["model"], ev.get("prompt_tokens"), ev.get("completion_tokens"),
+            ev.get("total_tokens"))
+
+
+def assert_matches_expected(received, service):
+    """Every received event pairs with one expected payload: same identity, time within 0.01 s."""
+    accepted, failed = expected(service)
+    pool = {}
+    for d in accepted + failed:
+        pool.setdefault(key(d["payload"]["event"]), []).append(d["payload"])
+    assert len(received) == len(accepted) + len(failed)
+    for body in received:
+        cands = pool.get(key(body["event"]))
+        assert cands, f"unexpected event {key(body['event'])}"
+        best = min(cands, key=lambda p: abs(p["time"] - body["time"]))
+        assert abs(best["time"] - body["time"]) < 0.01
+        cands.remove(best)
+    assert sum(len(v) for v in pool.values()) == 0
+
+
+def names_by_hash(service):
+    from oai_to_circuit.events import hash_subkey
+
+    con = sqlite3.connect(db_path(service))
+    rows = con.execute("SELECT subkey, friendly_name, email FROM subkey_names").fetchall()
+    con.close()
+    return {hash_subkey(s): (n, e or None) for s, n, e in rows}
+
+
+def test_e749b02_short_sends_exactly_319_usage_events(env, capsys):
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    code, out, err = run(capsys, "--utc", "--db", db_path(E7), src)
+    assert code == 0, err
+    assert len(env.events) == 319
+    assert_matches_expected(env.events, E7)
+    names = names_by_hash(E7)
+    for body in env.events:
+        ev = body["event"]
+        assert ev["backfill"] is True
+        assert body["index"] == "oai_circuit" and body["sourcetype"] == "llm:usage"
+        assert body["source"] == "oai-to-circuit" and body["host"] == "proxy-01"
+        name, email = names.get(ev["subkey"], (None, None))
+        assert ev.get("friendly_name") == name
+        assert ev.get("email") == email
+    assert len({b["event"]["backfill_id"] for b in env.events}) == 319
+    assert "delivered: 319    failed: 0" in err
+    assert TOKEN not in out + err
+
+
+def test_same_backfill_ids_from_json_and_iso_precise_views(env, capsys, tmp_path):
+    ids = {}
+    for view in ("short", "json", "short-iso-precise"):
+        src = journalctl_view(E7, view, tmp_path)
+        code, out, err = run(capsys, "--utc", "--dry-run", "--output", "ndjson", "--db", db_path(E7), src)
+        assert code == 0, err
+        bodies = [json.loads(line) for line in out.splitlines()]
+        assert len(bodies) == 319
+        assert_matches_expected(bodies, E7)
+        ids[view] = sorted(b["event"]["backfill_id"] for b in bodies)
+    assert ids["short"] == ids["json"] == ids["short-iso-precise"]
+    assert env.requests == []  # dry runs send nothing
+
+
+def test_other_zone_views_give_the_same_events(env, capsys, tmp_path):
+    """journalctl printed in New York: --tz says so, and times and ids come out the same."""
+    base = journalctl_view(E7, "short", tmp_path)
+    ny = journalctl_view(E7, "short", tmp_path, tz="America/New_York")
+    _, out_utc, _ = run(capsys, "--utc", "--dry-run", "--output", "ndjson", base)
+    code, out_ny, err = run(capsys, "--tz", "America/New_York", "--dry-run", "--output", "ndjson", ny)
+    assert code == 0, err
+    a = sorted((b["event"]["backfill_id"], b["time"]) for b in map(json.loads, out_utc.splitlines()))
+    b = sorted((b["event"]["backfill_id"], b["time"]) for b in map(json.loads, out_ny.splitlines()))
+    assert a == b and len(a) == 319
+
+
+def test_only_failed_sends_the_55_failed_usage_events(env, capsys):
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    code, out, err = run(capsys, "--utc", "--only-failed", "--db", db_path(E7), src)
+    assert code == 0, err
+    _, failed = expected(E7)
+    assert len(failed) == 55
+    assert len(env.events) == 55
+    got = Counter(key(b["event"]) for b in env.events)
+    assert got == Counter(key(d["payload"]["event"]) for d in failed)
+    # the two timeouts are flagged uncertain in the preview
+    code, out, err = run(capsys, "--utc", "--only-failed", "--dry-run", src)
+    rows = [line for line in out.splitlines()[1:]]
+    assert len(rows) == 55
+    assert sum(" uncertain " in r for r in rows) == 2
+
+
+def test_9c7664e_raw_subkeys_are_hashed_186_and_34(env, capsys):
+    src = FIXTURES / A9 / "journal.short.txt.gz"
+    code, out, err = run(capsys, "--utc", src)
+    assert code == 0, err
+    assert len(env.events) == 186
+    assert_matches_expected(env.events, A9)
+    forms = set(fixture(A9)["subkey_sha256_16"].values()) if "subkey_sha256_16" in fixture(A9) else None
+    from oai_to_circuit.events import hash_subkey
+
+    raw_to_hash = {raw: hash_subkey(raw) for raw in fixture(A9)["subkeys"].values()}
+    if forms:
+        assert set(raw_to_hash.values()) <= forms
+    assert {b["event"]["subkey"] for b in env.events} <= set(raw_to_hash.values())
+    assert not any(b["event"]["subkey"] in raw_to_hash for b in env.events)  # no raw key leaves the host
+    assert "no subkey_names" in err or "no database" in err  # names: one warning, then carry on
+    code, out, err = run(capsys, "--utc", "--only-failed", "--dry-run", "--output", "ndjson", "--ledger",
+                         "other-ledger.db", src)
+    assert code == 0 and len(out.splitlines()) == 34
+
+
+def test_dry_run_ndjson_prints_exactly_what_a_real_run_sends(env, capsys):
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    code, out, err = run(capsys, "--utc", "--dry-run", "--output", "ndjson", "--db", db_path(E7), src)
+    assert code == 0 and env.requests == []
+    preview = [json.loads(line) for line in out.splitlines()]
+    code, _, err = run(capsys, "--utc", "--db", db_path(E7), src)
+    assert code == 0, err
+    assert sorted(preview, key=lambda b: b["event"]["backfill_id"]) == \
+        sorted(env.events, key=lambda b: b["event"]["backfill_id"])
+
+
+def test_second_run_sends_nothing_and_says_319_already_sent(env, capsys):
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    assert run(capsys, "--utc", src)[0] == 0
+    n_requests = len(env.requests)
+    code, out, err = run(capsys, "--utc", src)
+    assert code == 0
+    assert len(env.events) == 319
+    assert len(env.requests) == n_requests
+    assert "319 already sent by an earlier run" in err
+    code, out, err = run(capsys, "--utc", "--force", src)
+    assert code == 0 and len(env.events) == 638
+
+
+def test_overlapping_inputs_in_one_run_send_each_event_once(env, capsys):
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    code, out, err = run(capsys, "--utc", src, src)
+    assert code == 0, err
+    assert len(env.events) == 319
+    assert "319 events appeared more than once" in err
+
+
+def test_junk_input_never_crashes(env, capsys, tmp_path):
+    rnd = random.Random(7)
+    junk = tmp_path / "junk.txt"
+    with open(junk, "wb") as fh:
+        for _ in range(200):
+            fh.write(bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 300))) + b"\n")
+        fh.write(b"\xff\xfe invalid utf-8 \xc3\x28 splunk_hec \x80\n")
+        fh.write(b"Dec 03 18:23:31 proxy-01 oai-to-circuit[7245]: " + b"x" * 1_000_000 + b"\n")
+        fh.write(b'{"MESSAGE": [1, 2, 300], "__REALTIME_TIMESTAMP": "x"}\n')
+        fh.write(b"Dec 03 18:23:31 proxy-01 oai-to-circuit[7245]: [123B blob data]\n")
+    code, out, err = run(capsys, "--utc", "--dry-run", junk)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "(no events selected)" in out
+    assert "1 lines were stored as binary" in err
+    lines = sum(1 for _ in open(junk, "rb"))
+    assert f"read:      {lines} lines" in err
+
+
+def test_missing_hec_url_is_one_clear_line_and_exit_2(env, capsys, monkeypatch):
+    monkeypatch.delenv("SPLUNK_HEC_URL")
+    code, out, err = run(capsys, "--utc", FIXTURES / E7 / "journal.short.txt.gz")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "SPLUNK_HEC_URL" in err and "credentials.env" in err
+    assert env.requests == []
+
+
+def test_dry_run_needs_no_hec_settings(env, capsys, monkeypatch):
+    monkeypatch.delenv("SPLUNK_HEC_URL")
+    monkeypatch.delenv("SPLUNK_HEC_TOKEN")
+    code, out, err = run(capsys, "--utc", "--dry-run", "--db", db_path(E7), FIXTURES / E7 / "journal.short.txt.gz")
+    assert code == 0
+    assert len(out.splitlines()) == 320  # header + 319 rows
+    assert "would send" in err
+
+
+def test_reason_index_sourcetype_and_errors(env, capsys):
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    code, out, err = run(capsys, "--utc", "--include-errors", "--reason", "names added", "--index", "llm_backfill",
+                         "--sourcetype", "llm:usage:v2", src)
+    assert code == 0, err
+    st = Counter(b["sourcetype"] for b in env.events)
+    assert st == {"llm:usage:v2": 319, "llm:usage:v2:error": 50}
+    assert {b["index"] for b in env.events} == {"llm_backfill"}
+    assert {b["event"]["backfill_reason"] for b in env.events} == {"names added"}
+    errs = [b["event"] for b in env.events if b["sourcetype"].endswith(":error")]
+    assert Counter(e["error_type"] for e in errs) == Counter(
+        d["payload"]["event"]["error_type"] for d in sum(expected(E7, "error"), []))
+
+
+def test_since_until_select_by_original_time(env, capsys):
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    code, out, err = run(capsys, "--utc", "--dry-run", "--output", "ndjson", "--since", "2026-12-03 18:23:56",
+                         "--until", "2026-12-03 18:24:30", src)
+    assert code == 0, err
+    bodies = [json.loads(x) for x in out.splitlines()]
+    debug_run = [d for d in sum(expected(E7), []) if d["run"] == "head-e749b02-debug"]
+    assert len(bodies) == len(debug_run) == 156
+
+
+def test_hec_failure_goes_to_dead_letters_and_replays(env, capsys, tmp_path):
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    env.reject_event_at(3)
+    code, out, err = run(capsys, "--utc", "--batch-size", "50", src)
+    assert code == 1
+    dead = list(tmp_path.glob("backfill-dead-letters-*.ndjson"))
+    assert len(dead) == 1
+    assert oct(os.stat(dead[0]).st_mode & 0o777) == "0o600"
+    lines = [json.loads(x) for x in dead[0].read_text().splitlines()]
+    assert len(lines) == 1 and "Invalid data format" in lines[0]["reason"]
+    assert len(env.events) == 318
+    code, out, err = run(capsys, "--replay", dead[0])
+    assert code == 0, err
+    assert len(env.events) == 319
+    assert len({b["event"]["backfill_id"] for b in env.events}) == 319
