@@ -27,7 +27,7 @@ from .usage_log import ExtractStats, UsageExtractor, UsageRecord, extract
 
 ERA_NAMES = {"A": "A (9c7664e: Sending usage event)", "B": "B (9820dfe: Forwarding usage event)",
              "C": "C (292b3a9..6dff23a: [HEC EXPORT], no source=)", "D": "D (d7fc0bd..HEAD: [HEC EXPORT] source=)",
-             "R": "replayed dead letters"}
+             "R": "replayed dead letters", "T": "true-up corrections"}
 
 
 @dataclass
@@ -276,9 +276,25 @@ def replay_candidates(path: str, report: BackfillReport, log) -> Iterator[Candid
 
 
 # -- the run -----------------------------------------------------------------------------------
+def candidates_from_bodies(bodies: Iterable[dict], report: BackfillReport, era: str = "T",
+                           origin: str = "generated") -> Iterator[Candidate]:
+    """HEC bodies made elsewhere (true-up corrections) into the same delivery path.
+
+    Each body needs ``event.backfill_id``: the ledger keys exactly-once delivery on it.
+    """
+    for n, body in enumerate(bodies, 1):
+        kind = "error" if str(body.get("sourcetype", "")).endswith(":error") else "usage"
+        report.found[(kind, era, "unknown")] += 1
+        yield Candidate(body["event"]["backfill_id"], body, ev_mod.encode(body), kind, era, "-", f"{origin}:{n}")
+
+
 def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=None,
-                 stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> BackfillReport:
-    """Run one backfill. ``hec`` is a SplunkHEC (None for dry runs). Returns the report."""
+                 stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None,
+                 bodies: Optional[Iterable[dict]] = None) -> BackfillReport:
+    """Run one backfill. ``hec`` is a SplunkHEC (None for dry runs). Returns the report.
+
+    ``bodies``: send these ready-made HEC bodies instead of reading the journal (true-up).
+    """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
 
@@ -299,7 +315,9 @@ def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=N
         scratch_dir = tempfile.TemporaryDirectory(prefix="backfill-dry-run-")
         scratch = Ledger(Path(scratch_dir.name) / "seen.db", run_id)
     output = opts.output or ("table" if opts.dry_run else "none")
-    if opts.replay:
+    if bodies is not None:
+        cands = candidates_from_bodies(bodies, report)
+    elif opts.replay:
         cands = replay_candidates(opts.replay, report, log)
     else:
         cands = journal_candidates(opts, report, names, log)

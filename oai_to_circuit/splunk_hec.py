@@ -502,11 +502,14 @@ class SplunkHEC:
         for seq, item in enumerate(items):
             outstanding[seq] = item
             add = len(item.body) + (1 if batch else 0)
-            if batch and (size + add > self._batch_bytes or len(batch) >= self.max_batch_events):
+            if batch and size + add > self._batch_bytes:
                 yield batch
                 batch, size, add = [], 0, len(item.body)
             batch.append((seq, item))
             size += add
+            if len(batch) >= self.max_batch_events:  # full: send now, read no further ahead
+                yield batch
+                batch, size = [], 0
         if batch:
             yield batch
 

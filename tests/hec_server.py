@@ -239,13 +239,20 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, EOFError, zlib.error):
             raise _Reply(400, 6, "Invalid data format", **{"invalid-event-number": 0})
 
+    def _count(self, raw, gz):
+        """Events in a body that is not going to be processed (a fault): for the record only."""
+        try:
+            return len(parse_body(self._decode(raw, gz)))
+        except _Reply as r:
+            return len(getattr(r, "parsed", ()))
+
     def _post_event(self, path, raw, gz, channel):
         hec = self.server.hec
         fault = hec._next_fault()
         kind = fault["kind"] if fault else None
 
         if kind == "fail":
-            self._record(path, raw, gz, 0, fault["status"], channel, "fail")
+            self._record(path, raw, gz, self._count(raw, gz), fault["status"], channel, "fail")
             headers = {}
             if fault["retry_after"] is not None:
                 headers["Retry-After"] = str(fault["retry_after"])
@@ -258,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(fault["status"], {"text": fault["text"], "code": fault["code"]}, extra_headers=headers)
             return
         if kind == "drop" and not fault["store"]:
-            self._record(path, raw, gz, 0, None, channel, "drop")
+            self._record(path, raw, gz, self._count(raw, gz), None, channel, "drop")
             self._drop()
             return
 
