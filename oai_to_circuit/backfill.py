@@ -359,6 +359,9 @@ def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on
             continue
         if seen and seen[0] == "inflight":
             report.resent_after_crash.append(c.backfill_id)
+            if opts.verbose:
+                log(f"resend {c.backfill_id} from {c.origin}: in flight when an earlier run stopped"
+                    " (HEC may already have it)")
         scratch.mark_inflight(opts.index, c.backfill_id)
         yield c
 

@@ -1,0 +1,44 @@
+"""kill -9 in the middle of a real run, run again: every event stored once, doubles only where reported."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from journal_views import FIXTURES, TOKEN
+
+SCRIPT = Path(__file__).resolve().parent.parent / "backfill_hec.py"
+
+
+def test_killed_run_then_rerun_stores_each_event_once(hec_server, tmp_path):
+    src = FIXTURES / "service-e749b02" / "journal.short.txt.gz"
+    env = dict(os.environ, SPLUNK_HEC_URL=hec_server.url, SPLUNK_HEC_TOKEN=TOKEN, XDG_STATE_HOME=str(tmp_path))
+    cmd = [sys.executable, str(SCRIPT), "--utc", "--batch-size", "10", "--max-eps", "150", "--no-progress", str(src)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while len(hec_server.events) < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = len(hec_server.events)
+    assert 100 <= first < 319, "the run must die part-way for this test to mean anything"
+
+    done = subprocess.run(cmd[:-1] + ["--verbose", str(src)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert TOKEN not in done.stderr + done.stdout
+    counts = Counter(b["event"]["backfill_id"] for b in hec_server.events)
+    assert len(counts) == 319  # nothing missing
+    doubled = {i for i, n in counts.items() if n > 1}
+    assert all(n <= 2 for n in counts.values())
+    reported = set(re.findall(r"resend ([0-9a-f]{32}) .*in flight when an earlier run stopped", done.stderr))
+    assert doubled <= reported  # anything doubled was announced as possibly doubled
+    already = int(re.search(r"(\d+) already sent by an earlier run", done.stderr).group(1))
+    delivered = int(re.search(r"delivered: (\d+)", done.stderr).group(1))
+    assert already + delivered == 319  # the second run covers exactly the rest
+    assert already <= first and len(hec_server.events) == first + delivered
