@@ -256,3 +256,37 @@ def test_hec_failure_goes_to_dead_letters_and_replays(env, capsys, tmp_path):
     assert code == 0, err
     assert len(env.events) == 319
     assert len({b["event"]["backfill_id"] for b in env.events}) == 319
+
+
+def test_rejected_token_stops_at_once_and_loses_nothing(env, capsys, monkeypatch, tmp_path):
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    monkeypatch.setenv("SPLUNK_HEC_TOKEN", "22222222-0000-4000-8000-000000000000")
+    code, out, err = run(capsys, "--utc", src)
+    assert code == 2
+    assert "token is not valid" in err and "22222222-0000-4000-8000-000000000000" not in out + err
+    assert env.events == []
+    (dead,) = tmp_path.glob("backfill-dead-letters-*.ndjson")
+    assert len(dead.read_text().splitlines()) == 319
+    monkeypatch.setenv("SPLUNK_HEC_TOKEN", TOKEN)
+    code, out, err = run(capsys, "--replay", dead)
+    assert code == 0, err
+    assert len(env.events) == 319 and len({b["event"]["backfill_id"] for b in env.events}) == 319
+
+
+def test_token_never_printed_or_written_in_any_mode(env, capsys, tmp_path, monkeypatch):
+    """Every mode, verbose, success and failure: the token is in no output and no file."""
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    seen = []
+    for args in (["--dry-run", "--verbose"], ["--dry-run", "--output", "ndjson"], ["--verbose", "--include-errors"],
+                 ["--check"], ["--verbose", "--force", "--only-failed"]):
+        code, out, err = run(capsys, "--utc", *args, src)
+        seen.append(out + err)
+    env.fail_next(1, status=403, code=4, text="Invalid token")
+    seen.append("".join(run(capsys, "--utc", "--force", "--verbose", src)[1:]))
+    monkeypatch.setenv("SPLUNK_HEC_URL", "http://127.0.0.1:1")  # nothing listens: connection refused
+    seen.append("".join(run(capsys, "--utc", "--force", "--retry-for", "0", "--verbose", src)[1:]))
+    assert all(TOKEN not in s for s in seen)
+    assert any("dead letters" in s for s in seen)
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert TOKEN.encode() not in f.read_bytes(), f
