@@ -290,3 +290,35 @@ def test_token_never_printed_or_written_in_any_mode(env, capsys, tmp_path, monke
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert TOKEN.encode() not in f.read_bytes(), f
+
+
+def test_guide_scenario_3_migrate_add_names_then_backfill(env, capsys, tmp_path):
+    """Scenario 3: an old database (no subkey_names) is migrated, names added, the backfill carries them."""
+    import shutil
+
+    import add_subkey_names_table
+
+    db = tmp_path / "quota.db"
+    shutil.copy(db_path(A9), db)
+    db.chmod(0o644)
+    usage_before = sqlite3.connect(db).execute("SELECT * FROM usage ORDER BY subkey, model").fetchall()
+    assert add_subkey_names_table.main(["--migrate", "--db", str(db)]) == 0
+    f = fixture(E7)  # the same subkeys; the 9c7664e fixture has no names of its own
+    for who, (name, email, desc) in f["names"].items():
+        argv = ["--add", "--db", str(db), "--subkey", f["subkeys"][who], "--name", name, "--description", desc]
+        if email:
+            argv += ["--email", email]
+        assert add_subkey_names_table.main(argv) == 0
+    capsys.readouterr()
+    assert sqlite3.connect(db).execute("SELECT * FROM usage ORDER BY subkey, model").fetchall() == usage_before
+
+    code, out, err = run(capsys, "--utc", "--db", db, FIXTURES / A9 / "journal.short.txt.gz")
+    assert code == 0, err
+    assert len(env.events) == 186
+    from oai_to_circuit.events import hash_subkey
+
+    want = {hash_subkey(f["subkeys"][who]): (n, e or None) for who, (n, e, _) in f["names"].items()}
+    named = [b["event"] for b in env.events if b["event"]["subkey"] in want]
+    assert named and all((e["friendly_name"], e.get("email")) == want[e["subkey"]] for e in named)
+    assert sum("friendly_name" in b["event"] for b in env.events) == len(named)
+    assert f"friendly_name joined on {len(named)} of 186 events" in err
