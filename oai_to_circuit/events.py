@@ -24,8 +24,12 @@ def backfill_id(kind: str, worker_pid, anchor: str, subkey: str, model, discrimi
     Built from what every view shows identically: the service's own asctime of the attempt's
     first line, its worker pid, the hashed subkey, model and token total (or error type).
     """
-    ident = f"{kind}|{worker_pid}|{anchor}|{subkey}|{model}|{discriminator}"
-    return hashlib.sha256(ident.encode("utf-8")).hexdigest()[:32]
+    return stable_id(kind, worker_pid, anchor, subkey, model, discriminator)
+
+
+def stable_id(*parts) -> str:
+    """32 hex digits of SHA-256 over the parts: the same parts give the same id on every run."""
+    return hashlib.sha256("|".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:32]
 
 
 def to_hec(record, *, index: str, sourcetype: str, source: str, names=None, reason=None) -> dict:

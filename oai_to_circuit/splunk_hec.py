@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from . import __version__
+from .timespec import iso_to_epoch, iso_utc  # noqa: F401  (iso_utc: part of this module's API)
 from .errors import ConfigError, ToolkitError
 from .events import hash_subkey
 
@@ -129,25 +130,12 @@ def to_epoch(timestamp) -> float:
             raise ValueError(f"timestamp {timestamp!r} looks like milliseconds: give epoch seconds")
         return float(timestamp)
     if isinstance(timestamp, datetime):
-        dt = timestamp
-    else:
-        text = str(timestamp).strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"timestamp {timestamp!r} is not ISO 8601 (e.g. 2026-01-15T00:00:00Z)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
-def iso_utc(epoch: float) -> str:
-    """ISO 8601 in UTC with a Z, as the service logs it; microseconds only when present."""
-    dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
-    text = dt.isoformat(timespec="microseconds" if dt.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
+        dt = timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=timezone.utc)
+        return dt.timestamp()
+    try:
+        return iso_to_epoch(timestamp)
+    except ValueError:
+        raise ValueError(f"timestamp {timestamp!r} is not ISO 8601 (e.g. 2026-01-15T00:00:00Z)") from None
 
 
 def dumps(obj) -> bytes:

@@ -41,6 +41,23 @@ def parse_when(text: str, zone: tzinfo, now: Optional[datetime] = None) -> float
     return dt.timestamp()
 
 
+def iso_to_epoch(text: str) -> float:
+    """ISO 8601 text (``Z``, an offset, or none = UTC) as epoch seconds; ValueError if it is not one."""
+    t = str(text).strip()
+    if t.endswith(("Z", "z")):
+        t = t[:-1] + "+00:00"
+    dt = datetime.fromisoformat(t)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def iso_utc(epoch: float) -> str:
+    """ISO 8601 in UTC with a Z, as the service logs it; microseconds only when present."""
+    dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return dt.isoformat(timespec="microseconds" if dt.microsecond else "seconds").replace("+00:00", "Z")
+
+
 def parse_date(text: str) -> date:
     try:
         return date.fromisoformat(text.strip())

@@ -13,7 +13,6 @@ shortfall for the same model and month gets a new id.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 import sqlite3
@@ -25,6 +24,8 @@ from typing import Iterable, Optional, TextIO
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, InputError
+from .events import encode, hash_subkey, stable_id
+from .timespec import iso_to_epoch, iso_utc
 
 DEFAULT_REASON = "true-up to provider usage report"
 ID_KIND = "trueup"
@@ -300,8 +301,7 @@ def read_db(db_path, months: Optional[set] = None) -> dict:
 # -- the rule ----------------------------------------------------------------------------------
 def trueup_id(month: str, subkey_hashed: str, model: str, adj: Tokens) -> str:
     """Stable id of one correction: the same inputs give the same id, a different shortfall a new one."""
-    ident = f"{ID_KIND}|{month}|{subkey_hashed}|{model}|{adj.total}|{adj.prompt}|{adj.completion}"
-    return hashlib.sha256(ident.encode("utf-8")).hexdigest()[:32]
+    return stable_id(ID_KIND, month, subkey_hashed, model, adj.total, adj.prompt, adj.completion)
 
 
 def correction_time(month: str, date_text: Optional[str]) -> float:
@@ -309,15 +309,11 @@ def correction_time(month: str, date_text: Optional[str]) -> float:
     start, end = month_bounds(month)
     if not date_text:
         return start.replace(day=15).timestamp()
-    text = date_text.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        dt = datetime.fromisoformat(text)
+        when = iso_to_epoch(date_text)
     except ValueError:
         raise ConfigError(f"--date {date_text!r}: use YYYY-MM-DD or an ISO time like 2026-01-15T00:00:00Z") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+    dt = datetime.fromtimestamp(when, timezone.utc)
     if not start <= dt < end:
         raise ConfigError(f"--date {date_text} is not in {month} (UTC): a correction must fall in the month "
                           "it corrects (with several months, leave --date out or use --month)")
@@ -349,7 +345,6 @@ def reconcile(reference: dict, current: dict) -> list[Line]:
 def correction_body(line: Line, *, subkey_hashed: str, when: float, reason: str, index: str, sourcetype: str,
                     source: str) -> dict:
     """The HEC body of one correction (no host: it was not logged by any host)."""
-    from .splunk_hec import iso_utc
 
     adj = line.adjustment
     bid = trueup_id(line.month, subkey_hashed, line.model, adj)
@@ -462,7 +457,6 @@ def build_plan(args, settings, log) -> Plan:
     if args.date and len({l.month for l in corr}) > 1:
         raise ConfigError("--date sets one time for corrections in several months: use --month, or leave "
                           "--date out (the 15th of each month)")
-    from .events import hash_subkey
 
     subkey = hash_subkey(args.subkey or settings.backfill_subkey)
     bodies = []
@@ -580,7 +574,6 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
     if args.output == "table":
         print(render_table(plan.lines, plan.current_label), file=stdout)
         if args.dry_run and todo:
-            from .events import encode
 
             print("", file=stdout)
             for b in todo:  # the exact HEC bodies that a real run would send
