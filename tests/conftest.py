@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 
 
@@ -8,3 +10,23 @@ def hec_server():
 
     with HECServer() as server:
         yield server
+
+
+@pytest.fixture
+def db9(tmp_path):
+    """A copy of the 9c7664e service's quota.db: usage only, no subkey_names (a real pre-names database)."""
+    from journal_views import FIXTURES
+
+    p = tmp_path / "quota.db"
+    shutil.copyfile(FIXTURES / "quota-9c7664e.db", p)
+    return str(p)
+
+
+@pytest.fixture
+def dbe(tmp_path):
+    """A copy of the e749b02 (HEAD) service's quota.db: usage, monthly_usage, key_lifecycle, subkey_names."""
+    from journal_views import FIXTURES
+
+    p = tmp_path / "quota.db"
+    shutil.copyfile(FIXTURES / "quota-e749b02.db", p)
+    return str(p)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import sqlite3
 import time
 from contextlib import closing
@@ -12,26 +11,13 @@ from pathlib import Path
 import pytest
 
 from check_and_setup_names import main
+from journal_views import fixture
 from oai_to_circuit import names
 
-FIXTURES = Path(__file__).parent / "fixtures"
-FIX_E = json.loads((FIXTURES / "fixture-e749b02.json").read_text(encoding="utf-8"))
+FIX_E = fixture("service-e749b02")
 SUBKEYS = FIX_E["subkeys"]
 SHA = FIX_E["subkey_sha256_16"]
 
-
-@pytest.fixture
-def db9(tmp_path):
-    p = tmp_path / "quota.db"
-    shutil.copyfile(FIXTURES / "quota-9c7664e.db", p)
-    return str(p)
-
-
-@pytest.fixture
-def dbe(tmp_path):
-    p = tmp_path / "quota.db"
-    shutil.copyfile(FIXTURES / "quota-e749b02.db", p)
-    return str(p)
 
 
 def run(capsys, *argv):

@@ -81,7 +81,7 @@ def test_year_comes_from_the_service_asctime_when_nothing_else_says():
 
 
 def test_zone_for_short_views():
-    e, _ = parse(f"Dec 03 13:23:29 proxy-01 oai-to-circuit[7245]: x", zone=ZoneInfo("America/New_York"), year=2026)
+    e, _ = parse("Dec 03 13:23:29 proxy-01 oai-to-circuit[7245]: x", zone=ZoneInfo("America/New_York"), year=2026)
     assert e.time == T
 
 

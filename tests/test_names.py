@@ -1,7 +1,6 @@
 """oai_to_circuit.names, the library: migrations, backup, upsert, import, lookup, on real SQLite files."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -11,29 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from journal_views import fixture
 from oai_to_circuit import names
 from oai_to_circuit.errors import InputError, ToolkitError
 from oai_to_circuit.events import hash_subkey
 
-FIXTURES = Path(__file__).parent / "fixtures"
-FIX_E = json.loads((FIXTURES / "fixture-e749b02.json").read_text(encoding="utf-8"))
+FIX_E = fixture("service-e749b02")
 SUBKEYS = FIX_E["subkeys"]
 
-
-@pytest.fixture
-def db9(tmp_path):
-    """The 9c7664e service's quota.db: usage only, no subkey_names (a real pre-names database)."""
-    p = tmp_path / "quota.db"
-    shutil.copyfile(FIXTURES / "quota-9c7664e.db", p)
-    return str(p)
-
-
-@pytest.fixture
-def dbe(tmp_path):
-    """The e749b02 (HEAD) service's quota.db: usage, monthly_usage, key_lifecycle, subkey_names."""
-    p = tmp_path / "quota.db"
-    shutil.copyfile(FIXTURES / "quota-e749b02.db", p)
-    return str(p)
 
 
 def dump(db, table):

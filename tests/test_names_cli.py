@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sqlite3
 import threading
 import time
@@ -13,26 +12,13 @@ from pathlib import Path
 import pytest
 
 from add_subkey_names_table import main
+from journal_views import fixture
 from oai_to_circuit import names
 
-FIXTURES = Path(__file__).parent / "fixtures"
-FIX_E = json.loads((FIXTURES / "fixture-e749b02.json").read_text(encoding="utf-8"))
+FIX_E = fixture("service-e749b02")
 SUBKEYS = FIX_E["subkeys"]
 SHA = FIX_E["subkey_sha256_16"]
 
-
-@pytest.fixture
-def db9(tmp_path):
-    p = tmp_path / "quota.db"
-    shutil.copyfile(FIXTURES / "quota-9c7664e.db", p)
-    return str(p)
-
-
-@pytest.fixture
-def dbe(tmp_path):
-    p = tmp_path / "quota.db"
-    shutil.copyfile(FIXTURES / "quota-e749b02.db", p)
-    return str(p)
 
 
 def count(db, table):
