@@ -322,3 +322,29 @@ def test_guide_scenario_3_migrate_add_names_then_backfill(env, capsys, tmp_path)
     assert named and all((e["friendly_name"], e.get("email")) == want[e["subkey"]] for e in named)
     assert sum("friendly_name" in b["event"] for b in env.events) == len(named)
     assert f"friendly_name joined on {len(named)} of 186 events" in err
+
+
+def test_busy_hec_is_retried_and_every_event_lands_once(env, capsys):
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    env.fail_next(2, status=503, code=9, text="Server is busy", retry_after=0)
+    code, out, err = run(capsys, "--utc", "--batch-size", "100", src)
+    assert code == 0, err
+    assert Counter(Counter(b["event"]["backfill_id"] for b in env.events).values()) == {1: 319}
+    assert [r["status"] for r in env.requests[:3]] == [503, 503, 200]
+
+
+def test_ambiguous_timeout_is_resent_and_reported_as_possible_double(env, capsys):
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    env.delay_next(2.5)  # HEC stores the first batch, then answers after the client gave up
+    code, out, err = run(capsys, "--utc", "--batch-size", "100", "--timeout", "1", src)
+    assert code == 0, err
+    counts = Counter(b["event"]["backfill_id"] for b in env.events)
+    assert len(counts) == 319
+    doubled = sorted(i for i, n in counts.items() if n == 2)
+    assert len(doubled) == 100 and max(counts.values()) == 2
+    assert "100 events were resent after an ambiguous send" in err
+    import re
+
+    named = re.findall(r"[0-9a-f]{32}", err.split("may be in Splunk twice:", 1)[1].splitlines()[0])
+    assert len(named) == 10 and set(named) <= set(doubled)
+    assert "| dedup backfill_id" in err
