@@ -165,6 +165,20 @@ class JournalReader:
         self.keep = keep
         self._last_month = None
         self._year_source = "flag" if year else None
+        # The prefix ("Dec 03 18:23:58 host ident[pid]: ") of the last short/iso line parsed, and what
+        # it parsed to: lines of one stream within one second share it, and are not parsed again.
+        self._pfx: Optional[str] = None
+        self._pfx_year: Optional[int] = None
+        self._pfx_entry: tuple = ()
+        # keep's owner may say which bytes every line it keeps contains (see read())
+        owner = getattr(keep, "__self__", None)
+        self._needles = tuple(getattr(owner, "keep_needles", None) or ()) or None
+        self._line_starts = bytes(getattr(owner, "keep_line_starts", b"") or b"")
+        self._holding = getattr(owner, "keep_holding", None)
+        self._continue = getattr(owner, "keep_continue", None)
+        self._pfx_b: Optional[bytes] = None  # self._pfx as bytes, when it is ASCII
+        if self._needles is not None and self._holding is None:
+            self._needles = None
 
     # -- year bookkeeping for yearless short views -------------------------------------------
     def _year_for(self, month: int, msg: Optional[str]) -> int:
@@ -197,6 +211,16 @@ class JournalReader:
     # -- one line -------------------------------------------------------------------------------
     def parse_line(self, text: str, line_no: int, source: str) -> Optional[JournalEntry]:
         """Return the entry for one decoded line, or None when it is a marker / not an entry."""
+        pfx = self._pfx
+        if pfx is not None and text.startswith(pfx) and self.year == self._pfx_year:
+            # same journal prefix as the line before: same time, host, ident, pid (and same month)
+            t, precise, host, ident, pid, view = self._pfx_entry
+            formats = self.stats.formats
+            formats[view] = formats.get(view, 0) + 1
+            msg = text[len(pfx):]
+            if "\x1b" in msg:
+                msg = ANSI_RE.sub("", msg)
+            return JournalEntry(t, precise, host, ident, pid, msg, line_no, source)
         c = text[:1]
         if c == "{":
             e = self._parse_json(text, line_no, source)
@@ -275,8 +299,16 @@ class JournalReader:
     def _entry(self, t, precise, m, line_no, source, view) -> JournalEntry:
         self.stats.formats[view] = self.stats.formats.get(view, 0) + 1
         pid = m.group("pid")
-        return JournalEntry(t, precise, m.group("host"), m.group("ident"), int(pid) if pid else None,
-                            _clean(m.group("msg") or ""), line_no, source)
+        host, ident, pid = m.group("host"), m.group("ident"), int(pid) if pid else None
+        start = m.start("msg")
+        if start >= 0 and view != "short-full":  # short-full: the zone may depend on --tz per line; not cached
+            pfx = self._pfx = m.string[:start]
+            self._pfx_b = pfx.encode("ascii") if pfx.isascii() else None
+            self._pfx_year = self.year
+            self._pfx_entry = (t, precise, host, ident, pid, view)
+        else:
+            self._pfx = self._pfx_b = None
+        return JournalEntry(t, precise, host, ident, pid, _clean(m.group("msg") or ""), line_no, source)
 
     def _parse_json(self, text, line_no, source) -> Optional[JournalEntry]:
         try:
@@ -311,10 +343,27 @@ class JournalReader:
 
     # -- whole inputs ---------------------------------------------------------------------------
     def read(self, name: str, lines: Iterable[bytes]) -> Iterator[JournalEntry]:
-        stats = self.stats
-        stats.inputs += 1
-        keep = self.keep
+        """Entries of one input, in order.
+
+        ``keep(raw_bytes)`` decides which lines are decoded and parsed at all. When keep is a
+        method of an object that also has ``keep_needles`` (byte strings), ``keep_line_starts``
+        (bytes: first characters) and ``keep_holding()``, that object promises: while
+        ``keep_holding()`` is false, keep() is false for every line that contains none of the
+        needles and starts with none of those characters. Inputs with a ``read`` method are then
+        scanned in large blocks for those bytes, and the lines between are only counted. An
+        optional ``keep_continue(stream, message)`` takes, while holding, a line that has the
+        same journal prefix as the line parsed before it (same stream, same second) without a
+        JournalEntry being built; it returns False to have the line parsed and yielded as usual.
+        """
+        self.stats.inputs += 1
         self._last_month = None
+        self._pfx = self._pfx_b = None
+        if self._needles is not None and hasattr(lines, "read"):
+            yield from self._read_blocks(name, lines)
+            return
+        stats = self.stats
+        keep = self.keep
+        one = self._one
         n = 0
         for raw in lines:
             n += 1
@@ -322,17 +371,118 @@ class JournalReader:
             stats.bytes += len(raw)
             if keep is not None and not keep(raw):
                 continue
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if text.endswith("blob data]") and BLOB_RE.search(text):
-                stats.blob_lines += 1
-                stats.skip("[NNNB blob data] lines (re-extract with journalctl -a or -o json)")
-                continue
-            e = self.parse_line(text, n, name)
+            e = one(raw, n, name)
             if e is not None:
-                stats.parsed += 1
                 yield e
 
+    def _one(self, raw: bytes, n: int, name: str) -> Optional[JournalEntry]:
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if text.endswith("blob data]") and BLOB_RE.search(text):
+            self.stats.blob_lines += 1
+            self.stats.skip("[NNNB blob data] lines (re-extract with journalctl -a or -o json)")
+            return None
+        e = self.parse_line(text, n, name)
+        if e is not None:
+            self.stats.parsed += 1
+        return e
 
+    def _read_blocks(self, name: str, fh) -> Iterator[JournalEntry]:
+        """read() for a file: find the lines keep() may want with bytes.find over 1 MiB blocks."""
+        stats = self.stats
+        keep = self.keep
+        holding = self._holding
+        cont = self._continue
+        formats = stats.formats
+        one = self._one
+        needles = self._needles
+        starts = self._line_starts
+        starts_re = re.compile(b"\n[" + re.escape(starts) + b"]") if starts else None
+        n = 0  # lines so far
+        carry = b""
+        while True:
+            block = fh.read(BLOCK_SIZE)
+            if not block:
+                if carry:  # a last line without a newline
+                    n += 1
+                    stats.lines += 1
+                    stats.bytes += len(carry)
+                    if holding() or keep(carry):
+                        e = one(carry, n, name)
+                        if e is not None:
+                            yield e
+                return
+            data = carry + block if carry else block
+            end = data.rfind(b"\n") + 1
+            if end == 0:  # no line ends in this block yet (a very long line)
+                carry = data
+                continue
+            carry = data[end:]
+            stats.bytes += end
+            # next occurrence of each needle at or after pos (-1: none left in this block)
+            nxt = [data.find(nd, 0, end) for nd in needles]
+            nxt_start = -2  # next line start with one of `starts` (-2: not searched yet)
+            pos = 0
+            while pos < end:
+                if holding():  # e.g. a multi-line payload block is open: every line goes to keep()
+                    nl = data.index(b"\n", pos) + 1
+                    raw = data[pos:nl]
+                    n += 1
+                    stats.lines += 1
+                    pos = nl
+                    pb = self._pfx_b
+                    if cont is not None and pb is not None and raw.startswith(pb) and self.year == self._pfx_year:
+                        # same prefix as the line before: the same stream; the message is all that is new
+                        text = raw[len(pb):].decode("utf-8", "replace").rstrip("\r\n")
+                        if not text.endswith("blob data]"):
+                            if "\x1b" in text:
+                                text = ANSI_RE.sub("", text)
+                            t, precise, host, ident, pid, view = self._pfx_entry
+                            if cont((host, ident, pid), text):
+                                stats.parsed += 1
+                                formats[view] = formats.get(view, 0) + 1
+                                continue
+                    if keep(raw):
+                        e = one(raw, n, name)
+                        if e is not None:
+                            yield e
+                    continue
+                cand = end
+                for i, at in enumerate(nxt):
+                    if 0 <= at < pos:
+                        at = nxt[i] = data.find(needles[i], pos, end)
+                    if 0 <= at < cand:
+                        cand = at
+                if starts_re is not None:
+                    if nxt_start == -2 or 0 <= nxt_start < pos:
+                        if pos == 0 and data[:1] in starts:
+                            nxt_start = 0
+                        else:
+                            m = starts_re.search(data, max(pos - 1, 0), end)
+                            nxt_start = m.start() + 1 if m else -1
+                    if 0 <= nxt_start < cand:
+                        cand = nxt_start
+                if cand >= end:  # nothing in the rest of the block can be wanted
+                    k = data.count(b"\n", pos, end)
+                    n += k
+                    stats.lines += k
+                    break
+                line_start = data.rfind(b"\n", pos, cand) + 1 or pos
+                if line_start > pos:
+                    k = data.count(b"\n", pos, line_start)
+                    n += k
+                    stats.lines += k
+                nl = data.index(b"\n", cand) + 1
+                raw = data[line_start:nl]
+                n += 1
+                stats.lines += 1
+                pos = nl
+                if keep(raw):
+                    e = one(raw, n, name)
+                    if e is not None:
+                        yield e
+
+
+BLOCK_SIZE = 1 << 20
 _ASCTIME_YEAR_RE = re.compile(r"\b(\d{4})-(\d\d)-\d\d \d\d:\d\d:\d\d,\d{3} - ")
 
 

@@ -134,12 +134,22 @@ _STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def _depth_delta(line: str) -> int:
+    if "{" not in line and "[" not in line and "}" not in line and "]" not in line:
+        return 0
     if '"' in line:
-        line = _STRING_RE.sub("", line)
+        if "\\" not in line and not line.count('"') % 2:  # plain "..." pairs: what _STRING_RE removes
+            line = "".join(line.split('"')[::2])
+        else:
+            line = _STRING_RE.sub("", line)
     return line.count("{") + line.count("[") - line.count("}") - line.count("]")
 
 
 KEEP_MARKERS = (b"splunk_hec", b"[STREAMING]")
+# The same markers in -o json lines whose MESSAGE journald stored as a byte array (the coloured
+# stderr lines): "[27,91,51,50,...,115,112,108,117,110,107,95,104,101,99,...]".
+KEEP_MARKERS_ARRAY = tuple(",".join(str(b) for b in m).encode() for m in KEEP_MARKERS)
+_SPLUNK_HEC, _STREAMING = KEEP_MARKERS
+_SPLUNK_HEC_A, _STREAMING_A = KEEP_MARKERS_ARRAY
 
 
 class UsageExtractor:
@@ -153,15 +163,34 @@ class UsageExtractor:
         self._out: deque = deque()
 
     # -- the cheap prefilter the journal reader calls on raw bytes -------------------------------
+    # The reader's block scan (JournalReader.read): while no payload block is open, keep() is false
+    # for every line that contains none of keep_needles and starts with none of keep_line_starts.
+    keep_needles = KEEP_MARKERS + KEEP_MARKERS_ARRAY + (b"blob data]",)
+    keep_line_starts = b"-["
+
+    def keep_holding(self) -> bool:
+        """A multi-line payload block is open: every line may belong to it."""
+        return bool(self._blocks)
+
+    def keep_continue(self, stream: tuple, msg: str) -> bool:
+        """The reader's shortcut: ``msg`` is the next line of ``stream``; True when it was taken
+        as the next line of that stream's open payload block (what feed() would do with it)."""
+        block = self._blocks.get(stream)
+        if block is None or ("A" <= msg[:1] <= "Z" and LEVEL_PREFIX_RE.match(msg)):
+            return False
+        self._continue_block(stream, block, msg)
+        return True
+
     def keep(self, raw: bytes) -> bool:
         if self._blocks:
             return True
-        c = raw[:1]
-        if c == b"{" or c == b"-" or c == b"[":
+        if _SPLUNK_HEC in raw or _STREAMING in raw:
             return True
-        for m in KEEP_MARKERS:
-            if m in raw:
-                return True
+        c = raw[:1]
+        if c == b"{":  # -o json: only entries whose MESSAGE (text or byte array) carries a marker
+            return _SPLUNK_HEC_A in raw or _STREAMING_A in raw
+        if c == b"-" or c == b"[":  # journalctl markers (-- Logs begin at ... gives the year)
+            return True
         return raw.endswith(b"blob data]\n") or raw.endswith(b"blob data]")
 
     # -- time ----------------------------------------------------------------------------------
@@ -185,10 +214,12 @@ class UsageExtractor:
     # -- feeding -------------------------------------------------------------------------------
     def feed(self, e: JournalEntry) -> None:
         msg = e.message
-        block = self._blocks.get(e.stream) if self._blocks else None
-        if block is not None and not LEVEL_PREFIX_RE.match(msg):
-            self._continue_block(e.stream, block, msg)
-            return
+        if self._blocks:
+            stream = (e.host, e.ident, e.pid)
+            block = self._blocks.get(stream)
+            if block is not None and not ("A" <= msg[:1] <= "Z" and LEVEL_PREFIX_RE.match(msg)):
+                self._continue_block(stream, block, msg)
+                return
         m = SERVICE_RE.match(msg)
         if m is None:
             return
