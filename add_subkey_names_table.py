@@ -9,6 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from oai_to_circuit.cli import ArgumentParser
 from oai_to_circuit import names
 from oai_to_circuit.config import load_settings
 from oai_to_circuit.errors import ToolkitError
@@ -17,7 +18,7 @@ ACTIONS = ("init", "migrate", "add", "list", "remove", "import", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="add_subkey_names_table.py",
         description="Create/migrate the subkey_names table and manage friendly names and emails.",
     )

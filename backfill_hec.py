@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from oai_to_circuit.cli import ArgumentParser
 from oai_to_circuit.errors import ToolkitError
 
 EPILOG = """exit status: 0 every selected event delivered (or dry run done), 1 some events failed
@@ -19,8 +20,26 @@ Settings come from flags, then the environment, then credentials.env (--env-file
 /etc/oai-to-circuit/credentials.env)."""
 
 
+def _number(kind, minimum, inclusive):
+    """An argparse type: a number of ``kind`` above (or at) ``minimum``."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
+        if v < minimum or (v == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text} must be {'at least' if inclusive else 'more than'} {minimum}")
+        return v
+    return parse
+
+
+POSITIVE_INT = _number(int, 1, True)
+POSITIVE = _number(float, 0, False)
+NON_NEGATIVE = _number(float, 0, True)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="backfill_hec.py",
         description="Find every usage event oai-to-circuit logged in journalctl output and send it to "
                     "Splunk HEC with its original time, marked backfill=true.",
@@ -41,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("reading the journal")
     g.add_argument("--date", metavar="YYYY-MM-DD",
                    help="date of the logs: gives the year to short views, which print none")
-    g.add_argument("--year", type=int, help="year of short-view timestamps (default: from the log itself)")
+    g.add_argument("--year", type=_number(int, 1970, True), help="year of short-view timestamps (default: from the log itself)")
     g.add_argument("--tz", metavar="ZONE", help="zone the journal text was printed in (default: this machine's)")
     g.add_argument("--utc", action="store_true", help="the journal text was printed with --utc")
     g = p.add_argument_group("names and destination")
@@ -54,12 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delivery ledger (default ~/.local/state/oai-to-circuit/backfill-ledger.db)")
     g.add_argument("--dead-letter", metavar="PATH",
                    help="where undeliverable events go (default ./backfill-dead-letters-<time>-<run>.ndjson)")
-    g.add_argument("--batch-size", type=int, metavar="N", help="events per POST at most (default 500)")
-    g.add_argument("--batch-bytes", type=int, metavar="N", help="bytes per POST at most (default 900000)")
+    g.add_argument("--batch-size", type=POSITIVE_INT, metavar="N", help="events per POST at most (default 500)")
+    g.add_argument("--batch-bytes", type=POSITIVE_INT, metavar="N", help="bytes per POST at most (default 900000)")
     g.add_argument("--no-gzip", action="store_true", help="send bodies uncompressed")
-    g.add_argument("--max-eps", type=float, metavar="N", help="send at most N events per second")
-    g.add_argument("--retry-for", type=float, metavar="SECONDS", help="keep retrying a batch this long (default 300)")
-    g.add_argument("--timeout", type=float, metavar="SECONDS", help="HTTP timeout per request (default 10)")
+    g.add_argument("--max-eps", type=POSITIVE, metavar="N", help="send at most N events per second")
+    g.add_argument("--retry-for", type=NON_NEGATIVE, metavar="SECONDS", help="keep retrying a batch this long (default 300)")
+    g.add_argument("--timeout", type=POSITIVE, metavar="SECONDS", help="HTTP timeout per request (default 10)")
     g.add_argument("--ack", action="store_true", help="use indexer acknowledgement (auto when HEC demands it)")
     g.add_argument("--ca-bundle", metavar="PATH", help="CA bundle to verify HEC's certificate")
     g.add_argument("--check", action="store_true", help="test HEC health and the token, then exit")
@@ -73,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.inputs and not args.replay and not args.check and sys.stdin is not None and sys.stdin.isatty():
+        parser.error("no input: pipe journalctl output in (< recent_logs.txt) or name the files")
     from oai_to_circuit.backfill import run_from_args
 
     try:

@@ -10,13 +10,14 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from oai_to_circuit.cli import ArgumentParser
 from oai_to_circuit import names
 from oai_to_circuit.config import load_settings
 from oai_to_circuit.errors import ToolkitError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="check_and_setup_names.py",
         description="Report which active subkeys have friendly names; optionally migrate and name them.",
     )

@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from oai_to_circuit.cli import ArgumentParser
 from oai_to_circuit.errors import ToolkitError
 
 EPILOG = """rule: per model and month, when the current total is below the reference total, one correction
@@ -24,7 +25,7 @@ input or configuration error. Settings come from flags, then the environment, th
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="trueup_hec.py",
         description="Reconcile usage totals per model and month with the provider's report (the source of "
                     "truth) and send correction events for what Splunk is missing, exactly once.",

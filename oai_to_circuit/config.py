@@ -65,6 +65,7 @@ class Settings:
     db_path: str = DEFAULT_DB_PATH
     backfill_subkey: str = DEFAULTS["BACKFILL_SUBKEY"]
     env_file: Optional[str] = None  # the file actually read, if any
+    warnings: list = field(default_factory=list)  # for the CLI to print (the library never prints)
 
     def require_hec(self) -> None:
         """Raise a one-line ConfigError naming what is missing and where it was looked for."""
@@ -131,4 +132,12 @@ def load_settings(
     names = {f.name for f in fields(Settings)}
     s = Settings(**{k: v for k, v in values.items() if k in names})
     s.env_file = used_file
+    if used_file and file_values.get("SPLUNK_HEC_TOKEN"):
+        try:
+            mode = Path(used_file).stat().st_mode & 0o777
+        except OSError:
+            mode = 0
+        if mode & 0o044:
+            s.warnings.append(f"{used_file} holds the HEC token and is readable by other users "
+                              f"(mode {mode:o}): chmod 600 {used_file}")
     return s

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip as _gzip
 import json
 import random
+import re
 import socket
 import sys
 import time
@@ -220,7 +221,8 @@ def _cert_problem(exc) -> Optional[str]:
             return getattr(e, "verify_message", None) or "certificate verify failed"
     text = str(exc)
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        return "certificate verify failed"
+        m = re.search(r"certificate verify failed: ([^(')\]]+)", text)
+        return m.group(1).strip() if m else "certificate verify failed"
     return None
 
 
@@ -257,6 +259,9 @@ class SplunkHEC:
         if not token:
             raise ConfigError("SPLUNK_HEC_TOKEN is empty: set the HEC token")
         self._token = str(token).strip()
+        if not self._token.isascii() or not self._token.isprintable():
+            raise ConfigError("SPLUNK_HEC_TOKEN contains a character that is not printable ASCII "
+                              "(pasted from a document?); HEC tokens are GUIDs like 1234abcd-...")
         if isinstance(verify, (str, Path)) and not isinstance(verify, bool):
             if not Path(verify).exists():
                 raise ConfigError(f"CA bundle {str(verify)!r} (SPLUNK_VERIFY_SSL) does not exist")
@@ -287,6 +292,7 @@ class SplunkHEC:
         self._batch_bytes = self.max_batch_bytes  # lowered after a 413
         self._bucket = _Bucket(max_eps, sleep) if max_eps else None
         self._random = random.Random()
+        self._last_retry_note = float("-inf")
         self._owns_session = session is None
         self.session = session or requests.Session()
         self._headers = {
@@ -294,7 +300,9 @@ class SplunkHEC:
             "Content-Type": "application/json",
             "User-Agent": f"oai-to-circuit-backfill/{__version__}",
         }
-        if verify is False:
+        if any(u.startswith("http://") for u in self.urls):
+            self._log("warning: SPLUNK_HEC_URL is plain http: the token and the events travel unencrypted")
+        elif verify is False:
             self._log("TLS certificate verification is OFF (verify=False): the collector's identity is not checked")
 
     def __repr__(self):
@@ -621,7 +629,15 @@ class SplunkHEC:
             delay = wait_hint if wait_hint is not None else self._backoff(attempt)
             attempt += 1
             if time.monotonic() + delay > deadline:
-                return "exhausted", f"gave up after {self.retry_for:g}s of retries: {last_reason}", url
+                waited = self.retry_for - max(0.0, deadline - time.monotonic())
+                return "exhausted", (f"gave up after {attempt} attempts in {waited:.1f}s (--retry-for "
+                                     f"{self.retry_for:g}s would pass before the next): {last_reason}"), url
+            now = time.monotonic()
+            if self.verbose or now - self._last_retry_note >= 10.0:
+                self._last_retry_note = now
+                left = max(0.0, deadline - now)
+                self._log(f"HEC not accepting yet: {last_reason}; retrying in {delay:.1f}s "
+                          f"(gives up in {left:.0f}s, --retry-for)")
             self._sleep(delay)
 
     def _raise_if_fatal(self, reply: _Reply, url: str, b: _Batch) -> None:

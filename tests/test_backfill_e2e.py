@@ -348,3 +348,15 @@ def test_ambiguous_timeout_is_resent_and_reported_as_possible_double(env, capsys
     named = re.findall(r"[0-9a-f]{32}", err.split("may be in Splunk twice:", 1)[1].splitlines()[0])
     assert len(named) == 10 and set(named) <= set(doubled)
     assert "| dedup backfill_id" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "0", "x"], "argument --batch-size: 0 must be at least 1"),
+    (["--timeout", "-1", "x"], "argument --timeout: -1 must be more than 0"),
+    (["--max-eps", "fast", "x"], "argument --max-eps: 'fast' is not a number"),
+])
+def test_bad_flags_are_one_line_and_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        backfill_hec.main(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == f"backfill_hec.py: error: {message} (see backfill_hec.py --help)\n"

@@ -120,7 +120,8 @@ def test_retries_end_after_retry_for_and_fail_with_the_last_reason(server, make)
     results = list(make(server.url, retry_for=0.5).deliver(items(3)))
     assert time.monotonic() - t0 < 1.5
     assert [r.status for r in results] == ["failed"] * 3
-    assert results[0].reason.startswith("gave up after 0.5s of retries: Internal server error (HTTP 500, code 8")
+    assert results[0].reason.startswith("gave up after ")
+    assert "(--retry-for 0.5s would pass before the next): Internal server error (HTTP 500, code 8" in results[0].reason
     assert stored(server) == Counter()
 
 
@@ -409,7 +410,8 @@ def test_tls_untrusted_certificate_fails_cleanly(tls_server, make):
     with pytest.raises(HECFatalError) as exc:
         list(hec.deliver(items(2)))
     msg = str(exc.value)
-    assert "\n" not in msg and "TLS certificate verification failed" in msg and "certificate" in msg
+    assert "\n" not in msg and "TLS certificate verification failed" in msg
+    assert "self-signed certificate in certificate chain" in msg or "unable to get local issuer" in msg, msg
     assert [o.id for o in exc.value.pending] == ids(2)
     assert stored(tls_server) == Counter()
     assert hec.check()[0].startswith(f"{tls_server.url}: cannot reach HEC: TLS certificate verification failed")

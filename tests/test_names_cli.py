@@ -305,7 +305,8 @@ def test_bad_flag_combinations_exit_2(capsys, argv, message):
     with pytest.raises(SystemExit) as ei:
         main(argv)
     assert ei.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1].endswith(message)
+    err = capsys.readouterr().err
+    assert err == f"add_subkey_names_table.py: error: {message} (see add_subkey_names_table.py --help)\n"
 
 
 # --------------------------------------------------------------------------- --export / --import

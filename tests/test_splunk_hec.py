@@ -293,3 +293,21 @@ def test_server_runs_as_a_process_and_summarises_on_sigterm():
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert out.strip().startswith('SUMMARY events=2 requests=1 bytes=22 status={"200": 1}')
+
+
+def test_a_token_pasted_with_an_en_dash_is_one_clear_config_error():
+    from oai_to_circuit.errors import ConfigError
+    from oai_to_circuit.splunk_hec import SplunkHEC
+
+    bad = "11111111\u20132222-4333-8444-555555555555"
+    with pytest.raises(ConfigError) as exc:
+        SplunkHEC("https://127.0.0.1:8088", bad)
+    assert "not printable ASCII" in str(exc.value) and bad not in str(exc.value)
+
+
+def test_plain_http_collector_warns_once_that_the_token_is_unencrypted():
+    from oai_to_circuit.splunk_hec import SplunkHEC
+
+    lines = []
+    SplunkHEC("http://127.0.0.1:8088", "11111111-2222-4333-8444-555555555555", log=lines.append)
+    assert lines == ["warning: SPLUNK_HEC_URL is plain http: the token and the events travel unencrypted"]
