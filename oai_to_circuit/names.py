@@ -671,7 +671,7 @@ def upsert_name(
     subkey = validate_subkey(subkey)
     name, email, description = _clean_fields(name, email, description)
     if name is None and email is None and description is None:
-        raise InvalidName("nothing to change: give --name, --email or --description")
+        raise InvalidName("give --name (required for a new subkey), --email or --description")
     _ensure_current(db_path, timeout, backup, err)
     conn, _ = connect_rw(db_path, timeout)
     try:

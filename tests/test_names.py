@@ -273,7 +273,7 @@ def test_upsert_on_fixture_row_keeps_email_description_created_at(dbe):
         ({"name": "X", "email": "not-an-email"}, "invalid email 'not-an-email': expected one address like user@example.com"),
         ({"name": "X", "email": "a@b"}, "invalid email 'a@b'"),
         ({"name": "   "}, "--name is empty"),
-        ({}, "nothing to change: give --name, --email or --description"),
+        ({}, "give --name (required for a new subkey), --email or --description"),
     ],
 )
 def test_upsert_refuses_bad_input_and_writes_nothing(dbe, kwargs, message):
