@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -278,7 +279,7 @@ def test_upsert_on_fixture_row_keeps_email_description_created_at(dbe):
 )
 def test_upsert_refuses_bad_input_and_writes_nothing(dbe, kwargs, message):
     before = dump(dbe, "subkey_names")
-    with pytest.raises(names.InvalidName, match=message):
+    with pytest.raises(names.InvalidName, match=re.escape(message)):
         names.upsert_name(dbe, SUBKEYS["charlie"], **kwargs)
     assert dump(dbe, "subkey_names") == before
 
