@@ -351,9 +351,10 @@ class JournalReader:
         ``keep_holding()`` is false, keep() is false for every line that contains none of the
         needles and starts with none of those characters. Inputs with a ``read`` method are then
         scanned in large blocks for those bytes, and the lines between are only counted. An
-        optional ``keep_continue(stream, message)`` takes, while holding, a line that has the
-        same journal prefix as the line parsed before it (same stream, same second) without a
-        JournalEntry being built; it returns False to have the line parsed and yielded as usual.
+        optional ``keep_continue(stream, messages)`` takes, while holding, lines that have the
+        same journal prefix as the line parsed before them (same stream, same second) without a
+        JournalEntry being built for each; it returns how many it took, and the rest are parsed
+        and yielded as usual.
         """
         self.stats.inputs += 1
         self._last_month = None
@@ -424,23 +425,31 @@ class JournalReader:
             pos = 0
             while pos < end:
                 if holding():  # e.g. a multi-line payload block is open: every line goes to keep()
+                    pb = self._pfx_b
+                    if cont is not None and pb is not None and data.startswith(pb, pos) \
+                            and self.year == self._pfx_year:
+                        # Lines with the prefix of the line parsed before: same stream, same second;
+                        # their messages are all that is new. Offer the run of them to keep_continue.
+                        t, precise, host, ident, pid, view = self._pfx_entry
+                        k = stop = 0
+                        if pos:  # a pretty-printed payload ends with a line "}": try the whole run at once
+                            k, stop = _take_run(data, pos, end, pb, (host, ident, pid), cont)
+                        if not k:
+                            ends: list = []
+                            k = cont((host, ident, pid), _same_prefix_messages(data, pos, end, pb, ends))
+                            stop = ends[k - 1] if k else 0
+                        if k:
+                            n += k
+                            stats.lines += k
+                            stats.parsed += k
+                            formats[view] = formats.get(view, 0) + k
+                            pos = stop
+                            continue
                     nl = data.index(b"\n", pos) + 1
                     raw = data[pos:nl]
                     n += 1
                     stats.lines += 1
                     pos = nl
-                    pb = self._pfx_b
-                    if cont is not None and pb is not None and raw.startswith(pb) and self.year == self._pfx_year:
-                        # same prefix as the line before: the same stream; the message is all that is new
-                        text = raw[len(pb):].decode("utf-8", "replace").rstrip("\r\n")
-                        if not text.endswith("blob data]"):
-                            if "\x1b" in text:
-                                text = ANSI_RE.sub("", text)
-                            t, precise, host, ident, pid, view = self._pfx_entry
-                            if cont((host, ident, pid), text):
-                                stats.parsed += 1
-                                formats[view] = formats.get(view, 0) + 1
-                                continue
                     if keep(raw):
                         e = one(raw, n, name)
                         if e is not None:
@@ -483,6 +492,47 @@ class JournalReader:
 
 
 BLOCK_SIZE = 1 << 20
+
+
+def _take_run(data: bytes, pos: int, end: int, prefix: bytes, stream: tuple, cont) -> tuple:
+    """Offer ``cont`` the lines from ``pos`` to the next line that is just "}" in one list, when
+    every one of them starts with ``prefix`` and none needs the usual path (ANSI, blob, CR).
+    Returns (lines taken, end offset of the last line taken) or (0, 0)."""
+    close = data.find(b"\n" + prefix + b"}", pos - 1, min(end, pos + RUN_WINDOW))
+    if close < 0:
+        return 0, 0
+    stop = data.index(b"\n", close + 1) + 1
+    lines = data.count(b"\n", pos, stop)
+    if data.count(b"\n" + prefix, pos - 1, stop) != lines or data.find(b"\x1b", pos, stop) >= 0 \
+            or data.find(b"blob data]", pos, stop) >= 0 or data.find(b"\r", pos, stop) >= 0:
+        return 0, 0
+    plen = len(prefix)
+    msgs = [line[plen:] for line in data[pos:stop - 1].decode("utf-8", "replace").split("\n")]
+    k = cont(stream, msgs)
+    if k == lines or not k:
+        return k, stop
+    q = pos
+    for _ in range(k):
+        q = data.index(b"\n", q) + 1
+    return k, q
+
+
+RUN_WINDOW = 1 << 16
+
+
+def _same_prefix_messages(data: bytes, pos: int, end: int, prefix: bytes, ends: list) -> Iterator[str]:
+    """The messages of the lines from ``pos`` on that start with ``prefix`` (ASCII), decoded as
+    JournalReader._one would; stops before a line that does not, or that holds an ANSI escape or
+    blob data (those take the usual path). ``ends`` gets the end offset of each line yielded."""
+    plen = len(prefix)
+    while pos < end and data.startswith(prefix, pos):
+        q = data.index(b"\n", pos) + 1
+        m = data[pos + plen:q]
+        if b"\x1b" in m or b"blob data]" in m:
+            return
+        ends.append(q)
+        yield m.decode("utf-8", "replace").rstrip("\r\n")
+        pos = q
 _ASCTIME_YEAR_RE = re.compile(r"\b(\d{4})-(\d\d)-\d\d \d\d:\d\d:\d\d,\d{3} - ")
 
 

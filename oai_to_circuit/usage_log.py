@@ -21,6 +21,7 @@ Output schema (``UsageRecord``)::
 """
 from __future__ import annotations
 
+import calendar
 import json
 import re
 from collections import deque
@@ -161,6 +162,7 @@ class UsageExtractor:
         self._open: dict = {}      # (host, worker) -> deque[_Attempt]
         self._blocks: dict = {}    # journal stream -> _Block
         self._out: deque = deque()
+        self._asc_cache: dict = {}  # asctime "YYYY-MM-DD HH:MM:SS" -> epoch seconds read as UTC
 
     # -- the cheap prefilter the journal reader calls on raw bytes -------------------------------
     # The reader's block scan (JournalReader.read): while no payload block is open, keep() is false
@@ -172,14 +174,28 @@ class UsageExtractor:
         """A multi-line payload block is open: every line may belong to it."""
         return bool(self._blocks)
 
-    def keep_continue(self, stream: tuple, msg: str) -> bool:
-        """The reader's shortcut: ``msg`` is the next line of ``stream``; True when it was taken
-        as the next line of that stream's open payload block (what feed() would do with it)."""
+    def keep_continue(self, stream: tuple, msgs: list) -> int:
+        """The reader's shortcut: ``msgs`` are the next lines of ``stream``. Takes them, in order, as
+        the next lines of that stream's open payload block, exactly as feed() would, and stops after
+        the line that closes the block or before a line that is not part of it. Returns how many
+        it took; the reader parses and feeds the rest as usual."""
         block = self._blocks.get(stream)
-        if block is None or ("A" <= msg[:1] <= "Z" and LEVEL_PREFIX_RE.match(msg)):
-            return False
-        self._continue_block(stream, block, msg)
-        return True
+        if block is None:
+            return 0
+        lines = block.lines
+        taken = 0
+        for msg in msgs:
+            if "A" <= msg[:1] <= "Z" and LEVEL_PREFIX_RE.match(msg):
+                break
+            taken += 1
+            if "{" in msg or "[" in msg or "}" in msg or "]" in msg:
+                block.depth += _depth_delta(msg)
+                if block.depth <= 0:
+                    lines.append(msg)
+                    self._close_block(stream, block)
+                    break
+            lines.append(msg)
+        return taken
 
     def keep(self, raw: bytes) -> bool:
         if self._blocks:
@@ -200,15 +216,34 @@ class UsageExtractor:
         The service's zone offset is read off the journal's own timestamp of the same line
         (rounded to 15 minutes); without one (``-o cat``) the asctime is taken in ``--tz``.
         """
+        if journal_time is not None:
+            # the asctime read as UTC, in whole seconds, cached per second (lines come in time order)
+            sec = asctime[:19]
+            base = self._asc_cache.get(sec)
+            if base is None:
+                try:
+                    base = calendar.timegm((int(asctime[0:4]), int(asctime[5:7]), int(asctime[8:10]),
+                                            int(asctime[11:13]), int(asctime[14:16]), int(asctime[17:19])))
+                    datetime(int(asctime[0:4]), int(asctime[5:7]), int(asctime[8:10]), int(asctime[11:13]),
+                             int(asctime[14:16]), int(asctime[17:19]))  # the same range checks as below
+                except ValueError:
+                    return None
+                if len(self._asc_cache) >= 256:
+                    self._asc_cache.clear()
+                self._asc_cache[sec] = base
+            try:
+                ms = int(asctime[20:23])
+            except ValueError:
+                return None
+            # what datetime(..., ms * 1000, tzinfo=utc).timestamp() computes, to the last bit
+            a = (base * 1_000_000 + ms * 1000) / 1_000_000
+            off = round((a - journal_time) / 900.0) * 900.0
+            return round(a - off, 3)
         try:
             naive = datetime(int(asctime[0:4]), int(asctime[5:7]), int(asctime[8:10]), int(asctime[11:13]),
                              int(asctime[14:16]), int(asctime[17:19]), int(asctime[20:23]) * 1000)
         except ValueError:
             return None
-        if journal_time is not None:
-            a = naive.replace(tzinfo=timezone.utc).timestamp()
-            off = round((a - journal_time) / 900.0) * 900.0
-            return round(a - off, 3)
         return round(naive.replace(tzinfo=self.zone).timestamp(), 3)
 
     # -- feeding -------------------------------------------------------------------------------
@@ -371,6 +406,9 @@ class UsageExtractor:
         block.depth += _depth_delta(msg)
         if block.depth > 0:
             return
+        self._close_block(stream, block)
+
+    def _close_block(self, stream, block: _Block) -> None:
         del self._blocks[stream]
         try:
             env = json.loads("\n".join(block.lines))
