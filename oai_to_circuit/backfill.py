@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
@@ -313,7 +314,7 @@ def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=N
     scratch = ledger
     if opts.dry_run:  # a throwaway ledger finds repeats inside this run without touching the real one
         scratch_dir = tempfile.TemporaryDirectory(prefix="backfill-dry-run-")
-        scratch = Ledger(Path(scratch_dir.name) / "seen.db", run_id)
+        scratch = _Seen(Path(scratch_dir.name) / "seen.db", run_id)
     output = opts.output or ("table" if opts.dry_run else "none")
     if bodies is not None:
         cands = candidates_from_bodies(bodies, report)
@@ -339,6 +340,36 @@ def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=N
             scratch_dir.cleanup()
         report.elapsed = time.monotonic() - started
     return report
+
+
+class _Seen:
+    """The dry run's throwaway ledger: ids met in this run, in a temporary SQLite file.
+
+    On disk (SQLite's page cache is bounded), so memory does not grow with the input; one
+    transaction that is never committed, because nothing of it has to survive the run.
+    """
+
+    def __init__(self, path: Path, run_id: str):
+        self.run_id = run_id
+        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("CREATE TABLE seen (index_name TEXT NOT NULL, backfill_id TEXT NOT NULL, "
+                        "PRIMARY KEY (index_name, backfill_id)) WITHOUT ROWID")
+        self.db.execute("BEGIN")
+
+    def lookup(self, index: str, backfill_id: str) -> Optional[tuple]:
+        row = self.db.execute("SELECT 1 FROM seen WHERE index_name=? AND backfill_id=?",
+                              (index, backfill_id)).fetchone()
+        return ("inflight", self.run_id) if row else None
+
+    def mark_inflight(self, index: str, backfill_id: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (index, backfill_id))
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
 
 
 def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on_skip=None) -> Iterator[Candidate]:
@@ -392,15 +423,44 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
 
     dead = DeadLetters(Path(opts.dead_letter_path) if opts.dead_letter_path else default_dead_letter_path(report.run_id))
     pending: dict = {}
+    db = ledger.db
+    # Ledger writes are grouped into transactions (one SQLite commit per group, not per event):
+    # - in flight: up to `ahead` events are marked and COMMITTED before the first of them is handed
+    #   to the HEC client, so each one's mark is durable before any POST that carries it;
+    # - delivered: marked as HEC's results arrive, committed when the client next asks for an
+    #   event (i.e. once per POST) and at the end; a crash before that commit leaves them "in
+    #   flight", so the next run resends them and reports them as possibly doubled -- never lost;
+    # - forget (dead-lettered): committed at once, as before.
+    ahead = max(1, min(int(getattr(hec, "max_batch_events", 500) or 500), 500))
+    unsent: deque = deque()  # marked in flight, not yet handed to the HEC client
+
+    def commit() -> None:
+        if db.in_transaction:
+            db.execute("COMMIT")
 
     def outgoing() -> Iterator:
-        for c in _ledger_filter(cands, ledger, ledger, opts, report, log):
-            pending[c.backfill_id] = c
-            yield Outgoing(c.backfill_id, c.data)
+        filtered = _ledger_filter(cands, ledger, ledger, opts, report, log)
+        while True:
+            commit()  # the delivered marks of the POSTs answered so far
+            db.execute("BEGIN")
+            for c in filtered:
+                unsent.append(c)
+                if len(unsent) >= ahead:
+                    break
+            commit()  # the in-flight marks: durable before any of these events is handed over
+            if not unsent:
+                return
+            while unsent:
+                c = unsent[0]
+                pending[c.backfill_id] = c
+                unsent.popleft()
+                yield Outgoing(c.backfill_id, c.data)
+                commit()
 
     def fail(c: Candidate, reason: str) -> None:
         dead.write(c.body, c.backfill_id, reason)
         ledger.forget(opts.index, c.backfill_id)
+        commit()
         report.failed += 1
         report.dead_reasons[reason] += 1
         report.dead_letter_path = str(dead.path)
@@ -412,6 +472,8 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
             if c is None:
                 continue
             if res.status == "delivered":
+                if not db.in_transaction:
+                    db.execute("BEGIN")
                 ledger.mark_delivered(opts.index, c.backfill_id, res.maybe_doubled)
                 report.delivered += 1
                 if res.maybe_doubled:
@@ -431,8 +493,12 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
             fail(c, reason)
         pending.clear()
     finally:
+        commit()
         for c in list(pending.values()):  # interrupted: whatever was handed over but not resolved
             fail(c, "not sent: the run was interrupted")
+        for c in unsent:  # marked in flight but never handed to HEC: not in flight after all
+            ledger.forget(opts.index, c.backfill_id)
+        commit()
         dead.close()
 
 
