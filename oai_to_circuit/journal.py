@@ -399,9 +399,15 @@ class JournalReader:
         starts = self._line_starts
         starts_re = re.compile(b"\n[" + re.escape(starts) + b"]") if starts else None
         n = 0  # lines so far
-        carry = b""
+        carry = b""  # the start of a line the last block cut
         while True:
             block = fh.read(BLOCK_SIZE)
+            if carry and block and b"\n" not in block:  # a very long line: gather it without copying it again
+                pieces = [carry, block]
+                while block and b"\n" not in block:
+                    block = fh.read(BLOCK_SIZE)
+                    pieces.append(block)
+                carry = b"".join(pieces[:-1])
             if not block:
                 if carry:  # a last line without a newline
                     n += 1
