@@ -404,11 +404,22 @@ def _account(report: BackfillReport, c: Candidate) -> None:
         report.t_min = t if report.t_min is None else min(report.t_min, t)
         report.t_max = t if report.t_max is None else max(report.t_max, t)
         if c.kind == "usage":
-            row = report.tokens[(e.get("model"), utc_month(t))]
+            row = report.tokens[(e.get("model"), _utc_month(t))]
             row[0] += 1
             row[1] += int(e.get("prompt_tokens") or 0)
             row[2] += int(e.get("completion_tokens") or 0)
             row[3] += int(e.get("total_tokens") or 0)
+
+
+_MONTH_OF_DAY: list = [None, None]  # the last UTC day seen and its month: events come in time order
+
+
+def _utc_month(t: float) -> str:
+    """utc_month(t), computed once per UTC day."""
+    day = t // 86400
+    if _MONTH_OF_DAY[0] != day:
+        _MONTH_OF_DAY[:] = [day, utc_month(t)]
+    return _MONTH_OF_DAY[1]
 
 
 def _emit(output: str, c: Candidate, stdout, table, action: str) -> None:
