@@ -22,6 +22,7 @@ by reason in ``ReadStats``.
 from __future__ import annotations
 
 import gzip
+import zlib
 import io
 import json
 import os
@@ -29,7 +30,6 @@ import re
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -359,9 +359,15 @@ class JournalReader:
         self.stats.inputs += 1
         self._last_month = None
         self._pfx = self._pfx_b = None
-        if self._needles is not None and hasattr(lines, "read"):
-            yield from self._read_blocks(name, lines)
-            return
+        try:
+            if self._needles is not None and hasattr(lines, "read"):
+                yield from self._read_blocks(name, lines)
+            else:
+                yield from self._read_lines(name, lines)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise InputError(f"{name}: the gzip data is truncated or corrupt ({exc}); extract it again") from None
+
+    def _read_lines(self, name: str, lines: Iterable[bytes]) -> Iterator[JournalEntry]:
         stats = self.stats
         keep = self.keep
         one = self._one

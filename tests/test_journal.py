@@ -108,3 +108,14 @@ def test_real_journalctl_views_agree(tmp_path):
         views[view + "".join(extra)] = [e.message for e in read_entries([str(path)], zone=timezone.utc)]
     assert len(views["short"]) == 8387  # every entry of the journal, no marker in this one
     assert views["short"] == views["json"] == views["short-iso-precise"] == views["short-a"]
+
+
+def test_truncated_or_corrupt_gzip_is_an_input_error(tmp_path):
+    from oai_to_circuit.errors import InputError
+
+    whole = gzip.compress(b"Dec 03 18:23:29 h app[1]: x\n" * 20000)
+    for name, data in (("cut.gz", whole[: len(whole) // 2]), ("bad.gz", b"\x1f\x8b" + b"junk" * 10)):
+        p = tmp_path / name
+        p.write_bytes(data)
+        with pytest.raises(InputError, match="gzip data is truncated or corrupt"):
+            list(read_entries([str(p)], zone=timezone.utc, year=2026))
