@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Optional, Sequence
 
 from oai_to_circuit.cli import ArgumentParser
@@ -98,17 +100,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("no input: pipe journalctl output in (< recent_logs.txt) or name the files")
     from oai_to_circuit.backfill import run_from_args
 
+    # systemd, timeout(1) and kill send SIGTERM: stop like Ctrl-C, so unconfirmed events are kept
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         return run_from_args(args)
     except ToolkitError as exc:
         print(f"backfill_hec.py: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("backfill_hec.py: interrupted; events handed to HEC but not confirmed are in the dead-letter file",
-              file=sys.stderr)
+        print("backfill_hec.py: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # e.g. the preview piped into head: what was sent is in the ledger
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, TextIO
 
 from . import events as ev_mod
-from .errors import ConfigError, InputError, ToolkitError
+from .errors import ConfigError, InputError
 from .journal import ReadStats, read_entries
 from .ledger import Ledger, default_ledger_path
 from .timespec import utc_iso, utc_month
@@ -28,7 +28,7 @@ from .usage_log import ExtractStats, UsageExtractor, UsageRecord, extract
 
 ERA_NAMES = {"A": "A (9c7664e: Sending usage event)", "B": "B (9820dfe: Forwarding usage event)",
              "C": "C (292b3a9..6dff23a: [HEC EXPORT], no source=)", "D": "D (d7fc0bd..HEAD: [HEC EXPORT] source=)",
-             "R": "replayed dead letters", "T": "true-up corrections"}
+             "R": "replayed (dead letters or an ndjson preview)", "T": "true-up corrections"}
 
 
 @dataclass
@@ -53,6 +53,27 @@ class BackfillOptions:
     replay: Optional[str] = None
     dead_letter_path: Optional[str] = None
     progress: Optional[bool] = None     # None: when stderr is a terminal
+    destination: str = ""               # the collector(s), see ledger_key(); "" = not configured
+
+    @property
+    def ledger_key(self) -> str:
+        return ledger_key(self.destination, self.index)
+
+
+def destination_of(hec_url: str) -> str:
+    """The collectors a setting names (host:port, sorted): the ledger's notion of 'where it went'."""
+    if not hec_url:
+        return ""
+    from urllib.parse import urlsplit
+
+    from .splunk_hec import collector_urls
+
+    return ",".join(sorted({urlsplit(u).netloc.lower() for u in collector_urls(hec_url)}))
+
+
+def ledger_key(destination: str, index: str) -> str:
+    """A delivery is to one Splunk (collectors) and one index: a trial run elsewhere blocks nothing."""
+    return f"{destination}/{index}" if destination else index
 
 
 @dataclass
@@ -95,6 +116,10 @@ class BackfillReport:
     sourcetype: str = ""
     reason: Optional[str] = None
     ledger_path: Optional[str] = None
+    destination: str = ""
+    zone_name: str = ""
+    replay: Optional[str] = None
+    selected_outcomes: Counter = field(default_factory=Counter)
 
     @property
     def exit_code(self) -> int:
@@ -108,7 +133,8 @@ class BackfillReport:
         mode = "DRY RUN: nothing was sent" if self.dry_run else "backfill run"
         out.append(f"== {mode} (run {self.run_id}, {self.elapsed:.1f}s) ==")
         out.append(f"read:      {r.lines} lines from {r.inputs} input(s), {r.bytes / 1e6:.1f} MB; "
-                   f"views: {', '.join(f'{k} {v}' for k, v in sorted(r.formats.items())) or 'none'}")
+                   f"journalctl views seen: {', '.join(sorted(r.formats)) or 'none'}"
+                   + (f"; short-view times read in {self.zone_name}" if self.zone_name else ""))
         skipped = dict(r.skipped)
         skipped.update(self.extract.ignored)
         noise = r.lines - r.parsed - r.skipped_total
@@ -117,12 +143,28 @@ class BackfillReport:
         if r.blob_lines:
             out.append(f"warning:   {r.blob_lines} lines were stored as binary ('[NNNB blob data]') and cannot be read;"
                        " re-extract with 'journalctl -a' or '-o json'")
+        x = self.extract
+        if x.clock_mismatch:
+            h = x.clock_skew / 3600
+            out.append(f"WARNING:   on {x.clock_mismatch} events the service's own logged time differs by {h:+g} h from"
+                       f" its log line's time read in {self.zone_name}: the journal text was printed in another"
+                       f" zone. Events rebuilt from summary lines would be off by that much: run again with"
+                       f" --tz ZONE (the zone journalctl printed in), or extract with -o short-iso or -o json")
+        if x.journal_date_mismatch:
+            out.append(f"note:      on {x.journal_date_mismatch} service lines the journal's date is a day or more from"
+                       " the service's own (--year or --date?): the service's own date was used")
         found_total = sum(self.found.values())
+        if r.lines and not found_total and not x.service_lines and not self.replay:
+            out.append("WARNING:   no line of the service was recognised: is this journalctl output of"
+                       " oai-to-circuit (journalctl -u oai-to-circuit)? At LOG_LEVEL=WARNING it logs no usage.")
         out.append(f"found:     {found_total} events the service tried to send")
         by_era = defaultdict(Counter)
         for (kind, era, outcome), n in self.found.items():
             by_era[(kind, era)][outcome] += n
         for (kind, era), c in sorted(by_era.items()):
+            if era in ("R", "T"):
+                out.append(f"  {kind:<5} {ERA_NAMES[era]}: {sum(c.values())}")
+                continue
             detail = ", ".join(f"{o} {c[o]}" for o in ("delivered", "failed", "uncertain", "unknown") if c[o])
             out.append(f"  {kind:<5} era {ERA_NAMES.get(era, era)}: {sum(c.values())} (live send: {detail})")
         if self.extract.streams_without_usage:
@@ -137,11 +179,24 @@ class BackfillReport:
             out.append(f"names:     {self.names_warning}")
         else:
             out.append(f"names:     friendly_name joined on {self.named} of {self.selected} events")
+        live = self.selected_outcomes.get("delivered", 0)
+        if live:
+            out.append(f"note:      {live} of the selected events already reached Splunk live: with the backfill"
+                       " there will be two of each (one with backfill=true). Count one side in searches"
+                       " (backfill!=true or backfill=true), or send only what was lost with --only-failed.")
+        unsure = self.selected_outcomes.get("uncertain", 0)
+        if unsure:
+            out.append(f"note:      {unsure} of the selected events timed out live: HEC may have indexed them then")
         verb = "would send" if self.dry_run else "to send"
         out.append(f"selected:  {self.selected} events; {self.already_sent} already sent by an earlier run"
                    f" (skipped; --force resends); {self.selected - self.already_sent} {verb}")
         if not self.dry_run:
             out.append(f"delivered: {self.delivered}    failed: {self.failed}")
+        if self.ledger_path:
+            where = f" for {self.destination}" if self.destination else ""
+            out.append(f"ledger:    {self.ledger_path}{where}"
+                       + ("" if self.destination or not self.dry_run else
+                          " (no SPLUNK_HEC_URL: cannot tell what was already sent)"))
         if self.resent_after_crash:
             out.append(f"note:      {len(self.resent_after_crash)} events were in flight when an earlier run stopped;"
                        " they were sent again and may be doubled in Splunk")
@@ -249,7 +304,7 @@ def _filter(rec: UsageRecord, opts: BackfillOptions) -> Optional[str]:
     return None
 
 
-def replay_candidates(path: str, report: BackfillReport, log) -> Iterator[Candidate]:
+def replay_candidates(path: str, opts: "BackfillOptions", report: BackfillReport, log) -> Iterator[Candidate]:
     """Dead-letter lines ({"hec": body, ...}) or bare HEC bodies (--output ndjson) are both accepted."""
     try:
         fh = open(path, encoding="utf-8")
@@ -272,7 +327,12 @@ def replay_candidates(path: str, report: BackfillReport, log) -> Iterator[Candid
                 continue
             report.read.parsed += 1
             kind = "error" if str(body.get("sourcetype", "")).endswith(":error") else "usage"
-            report.found[(kind, "R", "failed")] += 1
+            report.found[(kind, "R", "replayed")] += 1
+            # to where the settings point now: a dead letter of a wrong --index is fixed by replaying
+            body["index"] = opts.index
+            body["sourcetype"] = f"{opts.sourcetype}:error" if kind == "error" else opts.sourcetype
+            if "friendly_name" in body["event"]:
+                report.named += 1
             yield Candidate(bid, body, ev_mod.encode(body), kind, "R", "failed", f"{path}:{n}")
 
 
@@ -307,6 +367,9 @@ def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=N
     report = BackfillReport(run_id=run_id, dry_run=opts.dry_run, index=opts.index, sourcetype=opts.sourcetype,
                             reason=opts.reason)
     report.names_warning = names_warning
+    report.destination = opts.destination
+    report.zone_name = "" if opts.zone is None else str(opts.zone)
+    report.replay = opts.replay
     ledger_path = Path(opts.ledger_path) if opts.ledger_path else default_ledger_path()
     report.ledger_path = str(ledger_path)
     ledger = Ledger(ledger_path, run_id, readonly=opts.dry_run)
@@ -319,7 +382,7 @@ def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=N
     if bodies is not None:
         cands = candidates_from_bodies(bodies, report)
     elif opts.replay:
-        cands = replay_candidates(opts.replay, report, log)
+        cands = replay_candidates(opts.replay, opts, report, log)
     else:
         cands = journal_candidates(opts, report, names, log)
     table = _Table(stdout) if output == "table" else None
@@ -375,12 +438,13 @@ class _Seen:
 def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on_skip=None) -> Iterator[Candidate]:
     """Skip what an earlier run delivered and what this run already met (overlapping inputs)."""
     for c in cands:
-        mine = scratch.lookup(opts.index, c.backfill_id) if scratch is not ledger else None
-        seen = ledger.lookup(opts.index, c.backfill_id)
+        mine = scratch.lookup(opts.ledger_key, c.backfill_id) if scratch is not ledger else None
+        seen = ledger.lookup(opts.ledger_key, c.backfill_id)
         if (mine or (seen and seen[1] == scratch.run_id)):
             report.duplicates_in_input += 1
             continue
         report.selected += 1
+        report.selected_outcomes[c.outcome] += 1
         if seen and seen[0] == "delivered" and not opts.force:
             report.already_sent += 1
             if opts.verbose:
@@ -393,7 +457,7 @@ def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on
             if opts.verbose:
                 log(f"resend {c.backfill_id} from {c.origin}: in flight when an earlier run stopped"
                     " (HEC may already have it)")
-        scratch.mark_inflight(opts.index, c.backfill_id)
+        scratch.mark_inflight(opts.ledger_key, c.backfill_id)
         yield c
 
 
@@ -470,7 +534,7 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
 
     def fail(c: Candidate, reason: str) -> None:
         dead.write(c.body, c.backfill_id, reason)
-        ledger.forget(opts.index, c.backfill_id)
+        ledger.forget(opts.ledger_key, c.backfill_id)
         commit()
         report.failed += 1
         report.dead_reasons[reason] += 1
@@ -485,7 +549,7 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
             if res.status == "delivered":
                 if not db.in_transaction:
                     db.execute("BEGIN")
-                ledger.mark_delivered(opts.index, c.backfill_id, res.maybe_doubled)
+                ledger.mark_delivered(opts.ledger_key, c.backfill_id, res.maybe_doubled)
                 report.delivered += 1
                 if res.maybe_doubled:
                     report.maybe_doubled.append(c.backfill_id)
@@ -505,10 +569,14 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
         pending.clear()
     finally:
         commit()
+        interrupted = len(pending)
         for c in list(pending.values()):  # interrupted: whatever was handed over but not resolved
             fail(c, "not sent: the run was interrupted")
+        if interrupted:
+            log(f"interrupted: {interrupted} events handed to HEC but not confirmed were written to {dead.path}"
+                f" (resend them with: python backfill_hec.py --replay {dead.path})")
         for c in unsent:  # marked in flight but never handed to HEC: not in flight after all
-            ledger.forget(opts.index, c.backfill_id)
+            ledger.forget(opts.ledger_key, c.backfill_id)
         commit()
         dead.close()
 
@@ -601,6 +669,18 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
         replay=args.replay, dead_letter_path=args.dead_letter, progress=args.progress)
     if opts.since is not None and opts.until is not None and opts.since >= opts.until:
         raise ConfigError("--since must be before --until")
+    for path in opts.inputs:  # all of them before anything is sent: no half run for a typo
+        if path != "-" and not os.path.isfile(path):
+            raise InputError(f"{path}: {'is a directory, not a journal extract' if os.path.isdir(path) else 'no such file'}")
+    if opts.replay and not os.path.isfile(opts.replay):
+        raise InputError(f"--replay {opts.replay}: no such file")
+    for warning in settings.warnings:
+        print(f"backfill_hec.py: warning: {warning}", file=stderr)
+    try:
+        opts.destination = destination_of(settings.hec_url)
+    except ConfigError:
+        if not opts.dry_run:
+            raise
 
     hec = None
     if args.check or not opts.dry_run:
@@ -629,7 +709,7 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
         try:
             names = name_lookup(opts.db_path)
         except NamesUnavailable as exc:
-            warning = f"{exc}; sending without friendly_name/email"
+            warning = f"{exc}; events go without friendly_name/email"
             print(f"backfill_hec.py: warning: {warning}", file=stderr)
     try:
         report = run_backfill(opts, hec=hec, names=names, names_warning=warning, stdout=stdout, stderr=stderr)

@@ -523,7 +523,7 @@ def _json_doc(plan: Plan, *, dry_run: bool, result: Optional[dict]) -> str:
 def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None,
                   stdin: Optional[TextIO] = None) -> int:
     """Resolve settings from parsed ``trueup_hec.py`` arguments, reconcile, confirm, send; exit code."""
-    from .backfill import BackfillOptions, run_backfill
+    from .backfill import BackfillOptions, destination_of, ledger_key, run_backfill
     from .config import load_settings
     from .ledger import Ledger, default_ledger_path
 
@@ -558,7 +558,7 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
             for l in plan.lines:
                 if l.body is None:
                     continue
-                seen = ledger.lookup(settings.index, l.backfill_id)
+                seen = ledger.lookup(ledger_key(destination_of(settings.hec_url), settings.index), l.backfill_id)
                 if seen and seen[0] == "delivered" and not args.force:
                     l.status = "already sent"
                 else:
@@ -611,7 +611,8 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
     opts = BackfillOptions(
         dry_run=False, verbose=args.verbose, output="none", reason=args.reason or DEFAULT_REASON,
         index=settings.index, sourcetype=settings.sourcetype, source=settings.source, db_path=settings.db_path,
-        ledger_path=str(ledger_path), force=args.force, dead_letter_path=args.dead_letter, progress=False)
+        ledger_path=str(ledger_path), force=args.force, dead_letter_path=args.dead_letter, progress=False,
+        destination=destination_of(settings.hec_url))
     hec = _make_hec(args, settings, stderr)
     try:
         report = run_backfill(opts, hec=hec, stdout=stdout, stderr=stderr, bodies=todo)

@@ -62,6 +62,8 @@ PAYLOAD_RE = re.compile(r"Request payload: (?P<json>\{.*\})$")
 RESPONSE_RE = re.compile(r"Response(?: body)?: (?P<v>.*?)(?:\. Request payload: |$)")
 SOURCE_RE = re.compile(r"^(?P<ip>[^\s(]+)(?: \(X-Forwarded-For: (?P<xff>.*)\))?$")
 
+MAX_ZONE_OFFSET = 14 * 3600.0  # UTC-12 .. UTC+14
+CLOCK_TOLERANCE = 300.0  # seconds between the service's logged time and its asctime that still agree
 EXPIRE_SECONDS = 60.0  # the service's HEC timeout is 5 s: an attempt open this long has ended
 
 
@@ -90,6 +92,9 @@ class ExtractStats:
     streams_without_usage: int = 0   # U4: the service exported nothing for these
     streams_recorded: int = 0        # U3
     outcomes_without_attempt: int = 0
+    journal_date_mismatch: int = 0   # journal date a day or more from the service's own: --year/--date wrong
+    clock_mismatch: int = 0          # events whose logged time and asctime-derived time disagree
+    clock_skew: float = 0.0          # seconds: logged time minus asctime-derived time, last seen
 
     def ignore(self, reason: str, n: int = 1) -> None:
         self.ignored[reason] = self.ignored.get(reason, 0) + n
@@ -238,7 +243,11 @@ class UsageExtractor:
             # what datetime(..., ms * 1000, tzinfo=utc).timestamp() computes, to the last bit
             a = (base * 1_000_000 + ms * 1000) / 1_000_000
             off = round((a - journal_time) / 900.0) * 900.0
-            return round(a - off, 3)
+            if -MAX_ZONE_OFFSET <= off <= MAX_ZONE_OFFSET:
+                return round(a - off, 3)
+            # no zone is that far off: the journal's date is not the service's (a wrong --year or
+            # --date); the service's own date is right, so read its asctime in --tz instead
+            self.stats.journal_date_mismatch += 1
         try:
             naive = datetime(int(asctime[0:4]), int(asctime[5:7]), int(asctime[8:10]), int(asctime[11:13]),
                              int(asctime[14:16]), int(asctime[17:19]), int(asctime[20:23]) * 1000)
@@ -488,6 +497,10 @@ class UsageExtractor:
             t, ts = a.t_anchor, "asctime"
         if t is None:
             t, ts = (a.t_anchor, "asctime") if a.t_anchor is not None else (a.journal_time, "journal")
+        elif ts != "asctime" and a.t_anchor is not None and abs(t - a.t_anchor) > CLOCK_TOLERANCE:
+            # the service's own clock says otherwise: the journal text's zone (--tz) is not the one assumed
+            self.stats.clock_mismatch += 1
+            self.stats.clock_skew = round((t - a.t_anchor) / 900.0) * 900.0
         if not full and "timestamp" not in ev and t is not None:
             ev["timestamp"] = datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds")
         return UsageRecord(kind=a.kind, era=a.era, outcome=a.outcome, detail=a.detail or

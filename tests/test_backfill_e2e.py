@@ -360,3 +360,58 @@ def test_bad_flags_are_one_line_and_exit_2(capsys, argv, message):
         backfill_hec.main(argv)
     assert exc.value.code == 2
     assert capsys.readouterr().err == f"backfill_hec.py: error: {message} (see backfill_hec.py --help)\n"
+
+
+def test_the_ledger_is_per_collector_so_a_trial_run_blocks_nothing(env, capsys, monkeypatch):
+    from hec_server import HECServer
+
+    src = FIXTURES / E7 / "journal.short.txt.gz"
+    assert run(capsys, "--utc", src)[0] == 0
+    with HECServer(token=TOKEN) as production:
+        monkeypatch.setenv("SPLUNK_HEC_URL", production.url)
+        code, out, err = run(capsys, "--utc", src)
+        assert code == 0 and len(production.events) == 319
+        assert f"for {production.url.split('//')[1]}" in err
+    monkeypatch.setenv("SPLUNK_HEC_URL", env.url)
+    code, out, err = run(capsys, "--utc", src)
+    assert "319 already sent by an earlier run" in err and len(env.events) == 319
+
+
+def test_replay_goes_to_the_index_the_settings_name_now(capsys, tmp_path, monkeypatch):
+    from hec_server import HECServer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("SPLUNK_HEC_TOKEN", TOKEN)
+    with HECServer(token=TOKEN, indexes={"oai_circuit"}) as hec:
+        monkeypatch.setenv("SPLUNK_HEC_URL", hec.url)
+        code, out, err = run(capsys, "--utc", "--index", "oai_circut", FIXTURES / E7 / "journal.short.txt.gz")
+        assert code == 2 and "oai_circut" in err and hec.events == []
+        (dead,) = tmp_path.glob("backfill-dead-letters-*.ndjson")
+        code, out, err = run(capsys, "--replay", dead)
+        assert code == 0, err
+        assert len(hec.events) == 319 and {b["index"] for b in hec.events} == {"oai_circuit"}
+        assert "usage replayed (dead letters or an ndjson preview): 319" in err
+
+
+def test_a_journal_printed_in_another_zone_is_flagged(env, capsys, tmp_path):
+    ny = journalctl_view(E7, "short", tmp_path, tz="America/New_York")
+    code, out, err = run(capsys, "--utc", "--dry-run", ny)
+    assert code == 0
+    assert "WARNING:   on 208 events the service's own logged time differs by +5 h" in err
+    code, out, err = run(capsys, "--tz", "America/New_York", "--dry-run", ny)
+    assert "WARNING" not in err
+
+
+def test_the_report_says_what_live_already_delivered_and_what_is_not_a_journal(env, capsys):
+    code, out, err = run(capsys, "--utc", "--dry-run", FIXTURES / E7 / "journal.short.txt.gz")
+    assert "note:      264 of the selected events already reached Splunk live" in err
+    assert "note:      2 of the selected events timed out live" in err
+    code, out, err = run(capsys, "--utc", "--dry-run", db_path(E7))
+    assert code == 0 and "WARNING:   no line of the service was recognised" in err
+
+
+def test_a_missing_input_stops_before_anything_is_sent(env, capsys, tmp_path):
+    code, out, err = run(capsys, "--utc", FIXTURES / E7 / "journal.short.txt.gz", tmp_path / "nosuch.txt")
+    assert code == 2 and err.strip().endswith("nosuch.txt: no such file")
+    assert env.requests == [] and not list(tmp_path.glob("backfill-dead-letters-*"))

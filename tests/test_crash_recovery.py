@@ -42,3 +42,29 @@ def test_killed_run_then_rerun_stores_each_event_once(hec_server, tmp_path):
     delivered = int(re.search(r"delivered: (\d+)", done.stderr).group(1))
     assert already + delivered == 319  # the second run covers exactly the rest
     assert already <= first and len(hec_server.events) == first + delivered
+
+
+def test_sigterm_while_hec_is_down_keeps_every_event_and_cries_no_wolf(hec_server, tmp_path):
+    """Stopped (SIGTERM) while retrying a refused connection: all in the dead letters, none 'maybe doubled'."""
+    src = FIXTURES / "service-e749b02" / "journal.short.txt.gz"
+    env = dict(os.environ, SPLUNK_HEC_URL="http://127.0.0.1:1", SPLUNK_HEC_TOKEN=TOKEN, XDG_STATE_HOME=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--utc", "--no-progress", str(src)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    (dead,) = tmp_path.glob("backfill-dead-letters-*.ndjson")
+    n = len(dead.read_text().splitlines())
+    assert f"interrupted: {n} events handed to HEC but not confirmed were written to {dead}" in err
+    import sqlite3
+
+    ledger = sqlite3.connect(tmp_path / "oai-to-circuit" / "backfill-ledger.db")
+    assert ledger.execute("SELECT count(*) FROM deliveries WHERE state='inflight'").fetchone() == (0,)
+    ledger.close()
+    env["SPLUNK_HEC_URL"] = hec_server.url
+    again = subprocess.run([sys.executable, str(SCRIPT), "--utc", "--no-progress", str(src)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "in flight when an earlier run stopped" not in again.stderr and "may be doubled" not in again.stderr
+    assert len(hec_server.events) == 319
