@@ -547,6 +547,10 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
     if bool(args.splunk) == bool(args.from_db):
         raise ConfigError("give the current totals with exactly one of --splunk FILE or --from-db")
 
+    if not args.dry_run:
+        settings.require_hec()  # before anything is shown as "send"
+    for warning in settings.warnings:
+        log(f"trueup_hec.py: warning: {warning}")
     plan = build_plan(args, settings, log)
     ledger_path = Path(args.ledger) if args.ledger else default_ledger_path()
 
@@ -554,11 +558,12 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
     todo = []
     if plan.bodies:
         ledger = Ledger(ledger_path, "trueup-check", readonly=True)
+        key = ledger_key(destination_of(settings.hec_url), settings.index)
         try:
             for l in plan.lines:
                 if l.body is None:
                     continue
-                seen = ledger.lookup(ledger_key(destination_of(settings.hec_url), settings.index), l.backfill_id)
+                seen = ledger.lookup(key, l.backfill_id)
                 if seen and seen[0] == "delivered" and not args.force:
                     l.status = "already sent"
                 else:
@@ -596,7 +601,6 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
             + (f"; {sent_before} already sent by an earlier run" if sent_before else ""))
         return 0
 
-    settings.require_hec()
     hosts = _collector_hosts(settings.hec_url)
     if not args.yes:
         if not (hasattr(stdin, "isatty") and stdin.isatty()):
