@@ -235,7 +235,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--sizes", default="10k,100k", help="comma-separated from 10k,100k,1m,5m, or 'all' (default 10k,100k)")
     p.add_argument("--views", default="short,json", help="comma-separated from short,json (default both)")
-    p.add_argument("--gzip", action="store_true", help="also run on .txt.gz copies (gzip -6) of the journals")
+    p.add_argument("--gzip", nargs="?", const="short", default="", metavar="VIEWS",
+                   help="also run on .txt.gz copies (gzip -6) of the journals of these views (default: short)")
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement, fastest shown (default 1)")
     p.add_argument("--sample", type=int, default=200, help="events for the unpaused one-POST client (default 200)")
     p.add_argument("--paused-sample", type=int, default=50,
@@ -257,7 +258,7 @@ def main(argv=None) -> int:
         for size in sizes:
             for view in views:
                 files = [make_journals.build(view, size, make_journals.SIZES[size], log=lambda m: print("#", m))]
-                if args.gzip:
+                if view in args.gzip.split(","):
                     files.append(make_journals.build(view, size, make_journals.SIZES[size], gz=True,
                                                      log=lambda m: print("#", m)))
                 for path in files:
