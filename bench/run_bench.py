@@ -394,7 +394,11 @@ def targets(results: list) -> None:
                   f"{'MET' if ratio <= 3 else 'NOT MET'}")
     if not any(r["label"] in ("short-1m", "short-1m .gz") for r in results):
         print("  dry run on the 1M-line -o short journal: not measured (add --sizes 1m)")
-    reals = [r for r in results if "real" in r]
+    every = [r for r in results if "real" in r]
+    # throughput targets: on files with enough events that the ~0.3 s start of a process does not decide
+    reals = [r for r in every if r["real"]["delivered"] >= 10_000] or every
+    if reals and reals is not every:
+        print(f"  events/s targets judged on the runs with >= 10,000 events ({', '.join(r['label'] for r in reals)})")
     for kind, what in (("real", "journal runs"), ("replay", "replay runs (delivery only)")):
         if not reals:
             break
@@ -404,6 +408,7 @@ def targets(results: list) -> None:
         print(f"  {what}: >= {worst_p:,.0f}x the paused one-POST client (target >= 1000x): "
               f"{'MET' if worst_p >= 1000 else 'NOT MET'}; >= {worst_u:,.1f}x the unpaused one (target >= 20x):"
               f" {'MET' if worst_u >= 20 else 'NOT MET'} (lowest: {at})")
+    reals = every
     if reals:
         over = [r["label"] for r in reals for k in ("real", "replay")
                 if r[k]["requests"] > max(1, -(-r[k]["delivered"] // 400))]
