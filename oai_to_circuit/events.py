@@ -66,6 +66,9 @@ def to_hec(record, *, index: str, sourcetype: str, source: str, names=None, reas
     return body
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one, not one per event
+
+
 def encode(body: dict) -> bytes:
     """Compact UTF-8 JSON, as the service's HTTP client sent it; one HEC event object."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(body).encode("utf-8")
