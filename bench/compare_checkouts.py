@@ -17,10 +17,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
-import make_journals  # noqa: E402
-import run_bench  # noqa: E402
+import make_journals
+import run_bench
 
 
 def main(argv=None) -> int:

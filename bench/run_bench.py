@@ -21,7 +21,6 @@ is each process's own maximum resident set (GNU time %M). With --repeat N the fa
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import re
@@ -36,10 +35,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT))
 
-import make_journals  # noqa: E402
+import make_journals
 
 PY = sys.executable
 SCRIPT = ROOT / "backfill_hec.py"

@@ -22,13 +22,11 @@ from datetime import timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
 
-import make_journals  # noqa: E402
-from oai_to_circuit import journal  # noqa: E402
-from oai_to_circuit.journal import JournalReader, ReadStats  # noqa: E402
-from oai_to_circuit.usage_log import ExtractStats, UsageExtractor, extract  # noqa: E402
+import make_journals
+from oai_to_circuit import journal
+from oai_to_circuit.journal import JournalReader, ReadStats
+from oai_to_circuit.usage_log import ExtractStats, UsageExtractor, extract
 
 
 class PlainReader(JournalReader):
