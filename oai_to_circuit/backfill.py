@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, TextIO
@@ -475,15 +476,14 @@ def _account(report: BackfillReport, c: Candidate) -> None:
             row[3] += int(e.get("total_tokens") or 0)
 
 
-_MONTH_OF_DAY: list = [None, None]  # the last UTC day seen and its month: events come in time order
-
-
 def _utc_month(t: float) -> str:
-    """utc_month(t), computed once per UTC day."""
-    day = t // 86400
-    if _MONTH_OF_DAY[0] != day:
-        _MONTH_OF_DAY[:] = [day, utc_month(t)]
-    return _MONTH_OF_DAY[1]
+    """utc_month(t), computed once per UTC day (events come in time order)."""
+    return _month_of_day(int(t // 86400))
+
+
+@lru_cache(maxsize=64)
+def _month_of_day(day: int) -> str:
+    return utc_month(day * 86400)
 
 
 def _emit(output: str, c: Candidate, stdout, table, action: str) -> None:
