@@ -15,8 +15,8 @@ import time
 import uuid
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import datetime, timezone, tzinfo
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, TextIO
 
