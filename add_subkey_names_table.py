@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from oai_to_circuit.cli import ArgumentParser
+from oai_to_circuit.cli import NON_NEGATIVE, ArgumentParser
 from oai_to_circuit import names
 from oai_to_circuit.config import load_settings
 from oai_to_circuit.errors import ToolkitError
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="--export: write to FILE (mode 0600) instead of stdout")
     p.add_argument("--dry-run", action="store_true", help="--migrate/--init/--import: show what would change, write nothing")
     p.add_argument("--no-backup", action="store_true", help="do not back up the database before a migration")
-    p.add_argument("--timeout", type=float, default=names.DEFAULT_TIMEOUT, metavar="SECONDS",
+    p.add_argument("--timeout", type=NON_NEGATIVE, default=names.DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="how long to wait for a lock held by the service (default %(default)g)")
     return p
 

@@ -13,31 +13,13 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from oai_to_circuit.cli import ArgumentParser
+from oai_to_circuit.cli import NON_NEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser, number
 from oai_to_circuit.errors import ToolkitError
 
 EPILOG = """exit status: 0 every selected event delivered (or dry run done), 1 some events failed
 (they are in the dead-letter file; --replay FILE resends them), 2 usage or configuration error.
 Settings come from flags, then the environment, then credentials.env (--env-file, ./credentials.env,
 /etc/oai-to-circuit/credentials.env)."""
-
-
-def _number(kind, minimum, inclusive):
-    """An argparse type: a number of ``kind`` above (or at) ``minimum``."""
-    def parse(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
-        if v < minimum or (v == minimum and not inclusive):
-            raise argparse.ArgumentTypeError(f"{text} must be {'at least' if inclusive else 'more than'} {minimum}")
-        return v
-    return parse
-
-
-POSITIVE_INT = _number(int, 1, True)
-POSITIVE = _number(float, 0, False)
-NON_NEGATIVE = _number(float, 0, True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("reading the journal")
     g.add_argument("--date", metavar="YYYY-MM-DD",
                    help="date of the logs: gives the year to short views, which print none")
-    g.add_argument("--year", type=_number(int, 1970, True), help="year of short-view timestamps (default: from the log itself)")
+    g.add_argument("--year", type=number(int, 1970, True), help="year of short-view timestamps (default: from the log itself)")
     g.add_argument("--tz", metavar="ZONE", help="zone the journal text was printed in (default: this machine's)")
     g.add_argument("--utc", action="store_true", help="the journal text was printed with --utc")
     g = p.add_argument_group("names and destination")

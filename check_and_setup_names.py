@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from oai_to_circuit.cli import ArgumentParser
+from oai_to_circuit.cli import NON_NEGATIVE, ArgumentParser
 from oai_to_circuit import names
 from oai_to_circuit.config import load_settings
 from oai_to_circuit.errors import ToolkitError
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--show-subkeys", action="store_true", help="show full subkeys in the report (secrets!)")
     p.add_argument("--no-backup", action="store_true", help="--fix/--interactive: no backup before a migration")
-    p.add_argument("--timeout", type=float, default=names.DEFAULT_TIMEOUT, metavar="SECONDS",
+    p.add_argument("--timeout", type=NON_NEGATIVE, default=names.DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="how long to wait for a lock held by the service (default %(default)g)")
     return p
 

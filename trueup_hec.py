@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from oai_to_circuit.cli import ArgumentParser
+from oai_to_circuit.cli import NON_NEGATIVE, POSITIVE, ArgumentParser
 from oai_to_circuit.errors import ToolkitError
 
 EPILOG = """rule: per model and month, when the current total is below the reference total, one correction
@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dead-letter", metavar="PATH",
                    help="where undeliverable corrections go (default ./backfill-dead-letters-<time>-<run>.ndjson)")
     g.add_argument("--no-gzip", action="store_true", help="send bodies uncompressed")
-    g.add_argument("--retry-for", type=float, metavar="SECONDS", help="keep retrying this long (default 300)")
-    g.add_argument("--timeout", type=float, metavar="SECONDS", help="HTTP timeout per request (default 10)")
+    g.add_argument("--retry-for", type=NON_NEGATIVE, metavar="SECONDS", help="keep retrying this long (default 300)")
+    g.add_argument("--timeout", type=POSITIVE, metavar="SECONDS", help="HTTP timeout per request (default 10)")
     g.add_argument("--ack", action="store_true", help="use indexer acknowledgement (auto when HEC demands it)")
     g.add_argument("--ca-bundle", metavar="PATH", help="CA bundle to verify HEC's certificate")
     g = p.add_argument_group("output")
