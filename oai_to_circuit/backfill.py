@@ -147,10 +147,13 @@ class BackfillReport:
         x = self.extract
         if x.clock_mismatch:
             h = x.clock_skew / 3600
-            out.append(f"WARNING:   on {x.clock_mismatch} events the service's own logged time differs by {h:+g} h from"
-                       f" its log line's time read in {self.zone_name}: the journal text was printed in another"
-                       f" zone. Events rebuilt from summary lines would be off by that much: run again with"
-                       f" --tz ZONE (the zone journalctl printed in), or extract with -o short-iso or -o json")
+            out.append(f"note:      the journal text was printed in a zone {h:+g} h from the one assumed"
+                       f" ({self.zone_name}): {x.clock_mismatch} events logged with their own time show it."
+                       f" The times of {x.clock_corrected} events rebuilt from summary lines were corrected"
+                       " by it; pass --tz ZONE (the zone journalctl printed in) to say so yourself")
+            if x.clock_unchecked:
+                out.append(f"WARNING:   {x.clock_unchecked} events came before any event could check the zone"
+                           f" and may be off by {h:+g} h: run again with --tz ZONE")
         if x.journal_date_mismatch:
             out.append(f"note:      on {x.journal_date_mismatch} service lines the journal's date is a day or more from"
                        " the service's own (--year or --date?): the service's own date was used")

@@ -94,7 +94,9 @@ class ExtractStats:
     outcomes_without_attempt: int = 0
     journal_date_mismatch: int = 0   # journal date a day or more from the service's own: --year/--date wrong
     clock_mismatch: int = 0          # events whose logged time and asctime-derived time disagree
-    clock_skew: float = 0.0          # seconds: logged time minus asctime-derived time, last seen
+    clock_skew: float = 0.0          # seconds: logged time minus asctime-derived time (whole 15 min)
+    clock_corrected: int = 0         # asctime-derived times corrected by that skew
+    clock_unchecked: int = 0         # released before any event could check the clock
 
     def ignore(self, reason: str, n: int = 1) -> None:
         self.ignored[reason] = self.ignored.get(reason, 0) + n
@@ -167,6 +169,7 @@ class UsageExtractor:
         self._open: dict = {}      # (host, worker) -> deque[_Attempt]
         self._blocks: dict = {}    # journal stream -> _Block
         self._out: deque = deque()
+        self.skew: Optional[float] = None  # None: not yet checked; seconds to add to asctime-derived times
         self._asc_cache: dict = {}  # asctime "YYYY-MM-DD HH:MM:SS" -> epoch seconds read as UTC
 
     # -- the cheap prefilter the journal reader calls on raw bytes -------------------------------
@@ -497,16 +500,38 @@ class UsageExtractor:
             t, ts = a.t_anchor, "asctime"
         if t is None:
             t, ts = (a.t_anchor, "asctime") if a.t_anchor is not None else (a.journal_time, "journal")
-        elif ts != "asctime" and a.t_anchor is not None and abs(t - a.t_anchor) > CLOCK_TOLERANCE:
-            # the service's own clock says otherwise: the journal text's zone (--tz) is not the one assumed
-            self.stats.clock_mismatch += 1
-            self.stats.clock_skew = round((t - a.t_anchor) / 900.0) * 900.0
+        elif ts != "asctime" and a.t_anchor is not None:
+            self._check_clock(t - a.t_anchor)
         if not full and "timestamp" not in ev and t is not None:
             ev["timestamp"] = datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds")
         return UsageRecord(kind=a.kind, era=a.era, outcome=a.outcome, detail=a.detail or
                            ("the service logged no outcome" if a.outcome == "unknown" else ""),
                            event=ev, time=t, time_source=ts, full_json=full, host=a.host,
                            worker_pid=a.worker, anchor=a.anchor, line_no=a.line_no, source=a.source)
+
+
+    def _check_clock(self, diff: float) -> None:
+        """An event with its own logged time checks how its asctime was read (the zone of the text)."""
+        if abs(diff) <= CLOCK_TOLERANCE:
+            if self.skew is None:
+                self.skew = 0.0
+            return
+        skew = round(diff / 900.0) * 900.0
+        if abs(skew) > 2 * MAX_ZONE_OFFSET:
+            return
+        self.stats.clock_mismatch += 1
+        self.stats.clock_skew = skew
+        if not self.skew:
+            self.skew = skew
+
+    def corrected(self, r: UsageRecord) -> UsageRecord:
+        """A record whose time came from the asctime, moved by the skew the service's clock showed."""
+        if self.skew and r.time_source == "asctime" and r.time is not None:
+            r.time = round(r.time + self.skew, 3)
+            if not r.full_json:
+                r.event["timestamp"] = datetime.fromtimestamp(r.time, timezone.utc).isoformat(timespec="microseconds")
+            self.stats.clock_corrected += 1
+        return r
 
 
 def _rebuild(a: _Attempt) -> dict:
@@ -566,12 +591,36 @@ def _iso_epoch(ts) -> Optional[float]:
     return dt.timestamp()
 
 
+HOLD_UNCHECKED = 2000  # records held back until an event shows how the journal's zone relates to the service's
+
+
 def extract(entries: Iterable[JournalEntry], extractor: UsageExtractor) -> Iterator[UsageRecord]:
-    """Generator: records as soon as each event's outcome is known, the rest at the end."""
+    """Generator: records as soon as each event's outcome is known, the rest at the end.
+
+    Until one event with its own logged time has checked the zone the text was read in, up to
+    HOLD_UNCHECKED records wait, so that a wrong --tz is corrected for them too.
+    """
     feed = extractor.feed
     out = extractor._out
+    held: deque = deque()
+    fix = extractor.corrected
     for e in entries:
         feed(e)
         if out:
-            yield from extractor.drain()
-    yield from extractor.finish()
+            if extractor.skew is None and len(held) < HOLD_UNCHECKED:
+                held.extend(extractor.drain())
+                continue
+            while held:
+                r = held.popleft()
+                if extractor.skew is None:
+                    extractor.stats.clock_unchecked += 1
+                yield fix(r)
+            for r in extractor.drain():
+                yield fix(r)
+    rest = list(extractor.finish())
+    if extractor.skew is None:
+        extractor.stats.clock_unchecked += len(held) + len(rest)
+    for r in held:
+        yield fix(r)
+    for r in rest:
+        yield fix(r)

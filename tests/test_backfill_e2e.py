@@ -394,13 +394,19 @@ def test_replay_goes_to_the_index_the_settings_name_now(capsys, tmp_path, monkey
         assert "usage replayed (dead letters or an ndjson preview): 319" in err
 
 
-def test_a_journal_printed_in_another_zone_is_flagged(env, capsys, tmp_path):
+def test_a_journal_printed_in_another_zone_is_corrected_by_the_services_own_clock(env, capsys, tmp_path):
+    """Printed in New York, read as UTC: events with their own logged time show the 5 h, and fix the rest."""
     ny = journalctl_view(E7, "short", tmp_path, tz="America/New_York")
-    code, out, err = run(capsys, "--utc", "--dry-run", ny)
+    code, out, err = run(capsys, "--utc", "--dry-run", "--output", "ndjson", ny)
     assert code == 0
-    assert "WARNING:   on 208 events the service's own logged time differs by +5 h" in err
-    code, out, err = run(capsys, "--tz", "America/New_York", "--dry-run", ny)
+    assert "the journal text was printed in a zone +5 h from the one assumed (UTC): 208 events" in err
+    assert "The times of 161 events rebuilt from summary lines were corrected" in err  # 140 usage + 21 error
     assert "WARNING" not in err
+    guessed = sorted((b["event"]["backfill_id"], b["time"], b["event"]["timestamp"]) for b in map(json.loads, out.splitlines()))
+    code, out, err = run(capsys, "--tz", "America/New_York", "--dry-run", "--output", "ndjson", ny)
+    told = sorted((b["event"]["backfill_id"], b["time"], b["event"]["timestamp"]) for b in map(json.loads, out.splitlines()))
+    assert "printed in a zone" not in err
+    assert guessed == told and len(told) == 319
 
 
 def test_the_report_says_what_live_already_delivered_and_what_is_not_a_journal(env, capsys):
