@@ -54,15 +54,15 @@ class BackfillOptions:
     replay: Optional[str] = None
     dead_letter_path: Optional[str] = None
     progress: Optional[bool] = None     # None: when stderr is a terminal
-    destination: str = ""               # the collector(s), see ledger_key(); "" = not configured
+    destination: str = ""               # the collector(s), recorded in the ledger; "" = not configured
 
     @property
     def ledger_key(self) -> str:
-        return ledger_key(self.destination, self.index)
+        return ledger_key(self.index)
 
 
 def destination_of(hec_url: str) -> str:
-    """The collectors a setting names (host:port, sorted): the ledger's notion of 'where it went'."""
+    """The collectors a setting names (host:port, sorted): recorded, and shown when they differ."""
     if not hec_url:
         return ""
     from urllib.parse import urlsplit
@@ -72,9 +72,9 @@ def destination_of(hec_url: str) -> str:
     return ",".join(sorted({urlsplit(u).netloc.lower() for u in collector_urls(hec_url)}))
 
 
-def ledger_key(destination: str, index: str) -> str:
-    """A delivery is to one Splunk (collectors) and one index: a trial run elsewhere blocks nothing."""
-    return f"{destination}/{index}" if destination else index
+def ledger_key(index: str) -> str:
+    """Exactly once per index, whatever URL names the collector (a second spelling is no second Splunk)."""
+    return index
 
 
 @dataclass
@@ -121,6 +121,7 @@ class BackfillReport:
     zone_name: str = ""
     replay: Optional[str] = None
     selected_outcomes: Counter = field(default_factory=Counter)
+    sent_to: Counter = field(default_factory=Counter)  # collectors the already-sent events went to
 
     @property
     def exit_code(self) -> int:
@@ -197,10 +198,13 @@ class BackfillReport:
         if not self.dry_run:
             out.append(f"delivered: {self.delivered}    failed: {self.failed}")
         if self.ledger_path:
-            where = f" for {self.destination}" if self.destination else ""
-            out.append(f"ledger:    {self.ledger_path}{where}"
-                       + ("" if self.destination or not self.dry_run else
-                          " (no SPLUNK_HEC_URL: cannot tell what was already sent)"))
+            out.append(f"ledger:    {self.ledger_path} (index {self.index})")
+        elsewhere = {d: n for d, n in self.sent_to.items() if d and d != self.destination}
+        if elsewhere:
+            where = ", ".join(f"{n} to {d}" for d, n in sorted(elsewhere.items()))
+            out.append(f"note:      of the events already sent, {where}: not the collector(s) this run uses"
+                       f" ({self.destination or 'none set'}). If that was a test HEC, send here too with --force"
+                       " (or use another --ledger for trial runs)")
         if self.resent_after_crash:
             out.append(f"note:      {len(self.resent_after_crash)} events were in flight when an earlier run stopped;"
                        " they were sent again and may be doubled in Splunk")
@@ -376,7 +380,7 @@ def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=N
     report.replay = opts.replay
     ledger_path = Path(opts.ledger_path) if opts.ledger_path else default_ledger_path()
     report.ledger_path = str(ledger_path)
-    ledger = Ledger(ledger_path, run_id, readonly=opts.dry_run)
+    ledger = Ledger(ledger_path, run_id, readonly=opts.dry_run, destination=opts.destination)
     scratch_dir = None
     scratch = ledger
     if opts.dry_run:  # a throwaway ledger finds repeats inside this run without touching the real one
@@ -451,6 +455,7 @@ def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on
         report.selected_outcomes[c.outcome] += 1
         if seen and seen[0] == "delivered" and not opts.force:
             report.already_sent += 1
+            report.sent_to[seen[2] if len(seen) > 2 else ""] += 1
             if opts.verbose:
                 log(f"skip {c.backfill_id} from {c.origin}: already delivered by an earlier run")
             if on_skip is not None:

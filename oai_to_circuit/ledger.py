@@ -1,6 +1,7 @@
 """What was already delivered: exactly-once across runs, overlapping extracts and kill -9.
 
-One SQLite row per (index, backfill_id). An event is marked ``inflight`` when it is handed to
+One SQLite row per (index, backfill_id), with the collectors it went to (shown, not part of the
+key: the same Splunk written as another URL, or with a failover node added, is still the same). An event is marked ``inflight`` when it is handed to
 the HEC client and ``delivered`` only once HEC accepted (or acknowledged) it. A row still
 ``inflight`` at the start of a run belongs to a run that died mid-send: HEC may or may not have
 those events, so they are resent and reported as possibly doubled (``| dedup backfill_id``).
@@ -23,6 +24,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     run_id        TEXT NOT NULL,
     maybe_doubled INTEGER NOT NULL DEFAULT 0,
     updated_at    TEXT NOT NULL,
+    destination   TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (index_name, backfill_id)
 ) WITHOUT ROWID;
 """
@@ -39,9 +41,10 @@ def _now() -> str:
 
 
 class Ledger:
-    def __init__(self, path, run_id: str, readonly: bool = False):
+    def __init__(self, path, run_id: str, readonly: bool = False, destination: str = ""):
         self.path = Path(path)
         self.run_id = run_id
+        self.destination = destination
         self.readonly = readonly
         self.db: Optional[sqlite3.Connection] = None
         try:
@@ -58,28 +61,29 @@ class Ledger:
             raise ConfigError(f"ledger {self.path}: {exc} (choose another with --ledger PATH)") from None
 
     def lookup(self, index: str, backfill_id: str) -> Optional[tuple]:
-        """(state, run_id) of an event, or None when this ledger has never seen it."""
+        """(state, run_id, destination) of an event, or None when this ledger has never seen it."""
         if self.db is None:
             return None
         try:
-            return self.db.execute("SELECT state, run_id FROM deliveries WHERE index_name=? AND backfill_id=?",
+            return self.db.execute("SELECT state, run_id, destination FROM deliveries WHERE index_name=? AND backfill_id=?",
                                    (index, backfill_id)).fetchone()
         except sqlite3.OperationalError:
             return None  # a read-only look at a ledger without the table yet
 
     def mark_inflight(self, index: str, backfill_id: str) -> None:
         self.db.execute(
-            "INSERT INTO deliveries(index_name, backfill_id, state, run_id, updated_at) VALUES (?,?,?,?,?) "
+            "INSERT INTO deliveries(index_name, backfill_id, state, run_id, updated_at, destination) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT(index_name, backfill_id) DO UPDATE SET state='inflight', run_id=excluded.run_id, "
-            "updated_at=excluded.updated_at",
-            (index, backfill_id, "inflight", self.run_id, _now()))
+            "updated_at=excluded.updated_at, destination=excluded.destination",
+            (index, backfill_id, "inflight", self.run_id, _now(), self.destination))
 
     def mark_delivered(self, index: str, backfill_id: str, maybe_doubled: bool = False) -> None:
         self.db.execute(
-            "INSERT INTO deliveries(index_name, backfill_id, state, run_id, maybe_doubled, updated_at) "
-            "VALUES (?,?,?,?,?,?) ON CONFLICT(index_name, backfill_id) DO UPDATE SET state='delivered', "
-            "run_id=excluded.run_id, maybe_doubled=excluded.maybe_doubled, updated_at=excluded.updated_at",
-            (index, backfill_id, "delivered", self.run_id, int(maybe_doubled), _now()))
+            "INSERT INTO deliveries(index_name, backfill_id, state, run_id, maybe_doubled, updated_at, destination) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT(index_name, backfill_id) DO UPDATE SET state='delivered', "
+            "run_id=excluded.run_id, maybe_doubled=excluded.maybe_doubled, updated_at=excluded.updated_at, "
+            "destination=excluded.destination",
+            (index, backfill_id, "delivered", self.run_id, int(maybe_doubled), _now(), self.destination))
 
     def forget(self, index: str, backfill_id: str) -> None:
         """The event failed for good (dead-lettered): it is not in flight any more."""

@@ -558,7 +558,7 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
     todo = []
     if plan.bodies:
         ledger = Ledger(ledger_path, "trueup-check", readonly=True)
-        key = ledger_key(destination_of(settings.hec_url), settings.index)
+        key = ledger_key(settings.index)
         try:
             for l in plan.lines:
                 if l.body is None:

@@ -362,19 +362,26 @@ def test_bad_flags_are_one_line_and_exit_2(capsys, argv, message):
     assert capsys.readouterr().err == f"backfill_hec.py: error: {message} (see backfill_hec.py --help)\n"
 
 
-def test_the_ledger_is_per_collector_so_a_trial_run_blocks_nothing(env, capsys, monkeypatch):
+def test_exactly_once_per_index_whatever_the_url_and_a_trial_run_is_named(env, capsys, monkeypatch):
     from hec_server import HECServer
 
     src = FIXTURES / E7 / "journal.short.txt.gz"
     assert run(capsys, "--utc", src)[0] == 0
+    port = env.url.rsplit(":", 1)[1]
+    # the same Splunk written differently, or with a failover node added: nothing is sent again
+    for url in (f"http://localhost:{port}/services/collector", f"http://127.0.0.1:1,{env.url}"):
+        monkeypatch.setenv("SPLUNK_HEC_URL", url)
+        code, out, err = run(capsys, "--utc", "--retry-for", "0", src)
+        assert code == 0 and "319 already sent by an earlier run" in err
+    assert len(env.events) == 319
+    # another Splunk: the report says where they went, and --force sends them there too
     with HECServer(token=TOKEN) as production:
         monkeypatch.setenv("SPLUNK_HEC_URL", production.url)
         code, out, err = run(capsys, "--utc", src)
+        assert code == 0 and production.events == []
+        assert f"of the events already sent, 319 to 127.0.0.1:{port}: not the collector(s) this run uses" in err
+        code, out, err = run(capsys, "--utc", "--force", src)
         assert code == 0 and len(production.events) == 319
-        assert f"for {production.url.split('//')[1]}" in err
-    monkeypatch.setenv("SPLUNK_HEC_URL", env.url)
-    code, out, err = run(capsys, "--utc", src)
-    assert "319 already sent by an earlier run" in err and len(env.events) == 319
 
 
 def test_replay_goes_to_the_index_the_settings_name_now(capsys, tmp_path, monkeypatch):
