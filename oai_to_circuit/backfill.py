@@ -186,12 +186,13 @@ class BackfillReport:
             out.append(f"names:     friendly_name joined on {self.named} of {self.selected} events")
         live = self.selected_outcomes.get("delivered", 0)
         if live:
-            out.append(f"note:      {live} of the selected events already reached Splunk live: with the backfill"
-                       " there will be two of each (one with backfill=true). Count one side in searches"
-                       " (backfill!=true or backfill=true), or send only what was lost with --only-failed.")
+            out.append(f"note:      {live} of the events to send already reached Splunk live: the backfill adds a"
+                       " copy of each (backfill_live_send=delivered). Leave the copies out of totals with"
+                       " NOT (backfill=true backfill_live_send=delivered), or send only what was lost with"
+                       " --only-failed.")
         unsure = self.selected_outcomes.get("uncertain", 0)
         if unsure:
-            out.append(f"note:      {unsure} of the selected events timed out live: HEC may have indexed them then")
+            out.append(f"note:      {unsure} of the events to send timed out live: HEC may have indexed them then")
         verb = "would send" if self.dry_run else "to send"
         out.append(f"selected:  {self.selected} events; {self.already_sent} already sent by an earlier run"
                    f" (skipped; --force resends); {self.selected - self.already_sent} {verb}")
@@ -220,7 +221,8 @@ class BackfillReport:
         if self.fatal:
             out.append(f"STOPPED:   {self.fatal}")
         if self.tokens:
-            out.append("tokens by model and month (UTC) of the selected events:")
+            out.append("tokens by model and month (UTC) of the events "
+                       + ("that would be sent:" if self.dry_run else "delivered:"))
             out.append(f"  {'model':<20} {'month':<8} {'events':>7} {'prompt':>12} {'completion':>12} {'total':>12}")
             for (model, month), (n, p, c, t) in sorted(self.tokens.items()):
                 out.append(f"  {str(model):<20} {month:<8} {n:>7} {p:>12,} {c:>12,} {t:>12,}")
@@ -452,7 +454,6 @@ def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on
             report.duplicates_in_input += 1
             continue
         report.selected += 1
-        report.selected_outcomes[c.outcome] += 1
         if seen and seen[0] == "delivered" and not opts.force:
             report.already_sent += 1
             report.sent_to[seen[2] if len(seen) > 2 else ""] += 1
@@ -467,6 +468,7 @@ def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on
                 log(f"resend {c.backfill_id} from {c.origin}: in flight when an earlier run stopped"
                     " (HEC may already have it)")
         scratch.mark_inflight(opts.ledger_key, c.backfill_id)
+        report.selected_outcomes[c.outcome] += 1
         yield c
 
 

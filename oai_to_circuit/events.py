@@ -54,6 +54,9 @@ def to_hec(record, *, index: str, sourcetype: str, source: str, names=None, reas
     disc = ev.get("error_type") if record.kind == "error" else ev.get("total_tokens")
     ev["backfill"] = True
     ev["backfill_id"] = backfill_id(record.kind, record.worker_pid, record.anchor, hashed, ev.get("model"), disc)
+    # what the live send did: searches can leave out copies of what Splunk already had
+    # (NOT (backfill=true backfill_live_send=delivered))
+    ev["backfill_live_send"] = record.outcome
     if reason:
         ev["backfill_reason"] = reason
     body = {"time": record.time}

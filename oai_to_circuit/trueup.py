@@ -47,8 +47,8 @@ _COUNT_RE = re.compile(r"(\d{1,3}(?:,\d{3})+|\d+)(?:\.0*)?")
 _MONTH_RE = re.compile(r"(\d{4})-(\d{2})(?:-01)?")
 
 SPL_TEMPLATE = """index={index} sourcetype="{sourcetype}" 
-  earliest="{start}T00:00:00" 
-  latest="{end}T00:00:00"
+  earliest={start} latest={end}
+  NOT (backfill=true backfill_live_send=delivered)
 | eval month=strftime(_time, "%Y-%m-01")
 | stats 
     sum(total_tokens) as "Total Tokens"
@@ -366,10 +366,16 @@ def correction_body(line: Line, *, subkey_hashed: str, when: float, reason: str,
 
 
 def spl(month: str, index: str = "oai_circuit", sourcetype: str = "llm:usage") -> str:
-    """The guide's SPL that produces the Splunk export for one month."""
+    """The guide's SPL that produces the Splunk export for one month.
+
+    Two changes from the guide: the month's bounds are epoch seconds (UTC, where Splunk would read
+    "2026-01-01T00:00:00" in the searcher's zone, if at all: its exact-time format is
+    %m/%d/%Y:%H:%M:%S), and backfilled copies of events the live service had already delivered
+    are left out, so that a backfill does not make Splunk's totals look higher than they are.
+    """
     start, end = month_bounds(month)
-    return SPL_TEMPLATE.format(index=index, sourcetype=sourcetype, start=start.strftime("%Y-%m-%d"),
-                               end=end.strftime("%Y-%m-%d"))
+    return SPL_TEMPLATE.format(index=index, sourcetype=sourcetype, start=int(start.timestamp()),
+                               end=int(end.timestamp()))
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -643,8 +649,10 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
     if report.delivered:
         months = " OR ".join(f"trueup_month={m}" for m in plan.months)
         log("verify in Splunk:")
+        first, _ = month_bounds(min(plan.months))
+        _, last = month_bounds(max(plan.months))
         log(f'  index={settings.index} sourcetype="{settings.sourcetype}" trueup=true ({months})'
-            " | dedup backfill_id | table _time model total_tokens prompt_tokens completion_tokens backfill_id")
+            f" earliest={int(first.timestamp())} latest={int(last.timestamp())} | dedup backfill_id | table _time model total_tokens prompt_tokens completion_tokens backfill_id")
         log(f"then export again (trueup_hec.py --print-spl --month {plan.months[0]}) and re-run with the new "
             "export: it should say \"no corrections needed\"")
     return report.exit_code

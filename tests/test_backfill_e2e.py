@@ -82,6 +82,8 @@ def test_e749b02_short_sends_exactly_319_usage_events(env, capsys):
         assert ev.get("friendly_name") == name
         assert ev.get("email") == email
     assert len({b["event"]["backfill_id"] for b in env.events}) == 319
+    assert Counter(b["event"]["backfill_live_send"] for b in env.events) == {"delivered": 264, "failed": 53,
+                                                                            "uncertain": 2}
     assert "delivered: 319    failed: 0" in err
     assert TOKEN not in out + err
 
@@ -418,8 +420,8 @@ def test_a_journal_printed_in_another_zone_is_corrected_by_the_services_own_cloc
 
 def test_the_report_says_what_live_already_delivered_and_what_is_not_a_journal(env, capsys):
     code, out, err = run(capsys, "--utc", "--dry-run", FIXTURES / E7 / "journal.short.txt.gz")
-    assert "note:      264 of the selected events already reached Splunk live" in err
-    assert "note:      2 of the selected events timed out live" in err
+    assert "note:      264 of the events to send already reached Splunk live" in err
+    assert "note:      2 of the events to send timed out live" in err
     code, out, err = run(capsys, "--utc", "--dry-run", db_path(E7))
     assert code == 0 and "WARNING:   no line of the service was recognised" in err
 

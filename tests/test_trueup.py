@@ -264,7 +264,8 @@ def test_date_reason_subkey_and_print_spl(env, capsys):
     assert code == 2 and "not in 2026-01" in err
     code, out, err = run(capsys, "--print-spl", "--month", "2026-01")
     assert code == 0
-    assert 'earliest="2026-01-01T00:00:00"' in out and 'latest="2026-02-01T00:00:00"' in out
+    assert "earliest=1767225600 latest=1769904000" in out  # 2026-01-01 and 2026-02-01, 00:00 UTC
+    assert "NOT (backfill=true backfill_live_send=delivered)" in out
     assert out.startswith('index=oai_circuit sourcetype="llm:usage"')
 
 
