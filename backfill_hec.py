@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.replay and args.inputs:
+        parser.error("--replay FILE sends a dead-letter file: give no journal FILE with it")
     if not args.inputs and not args.replay and not args.check and sys.stdin is not None and sys.stdin.isatty():
         parser.error("no input: pipe journalctl output in (< recent_logs.txt) or name the files")
     from oai_to_circuit.backfill import run_from_args

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Optional, TextIO
 
 from . import events as ev_mod
 from .errors import ConfigError, InputError
-from .journal import ReadStats, read_entries
+from .journal import ReadStats, open_inputs, read_entries
 from .ledger import Ledger, default_ledger_path
 from .timespec import utc_iso, utc_month
 from .usage_log import ExtractStats, UsageExtractor, UsageRecord, extract
@@ -316,16 +316,12 @@ def _filter(rec: UsageRecord, opts: BackfillOptions) -> Optional[str]:
 
 def replay_candidates(path: str, opts: "BackfillOptions", report: BackfillReport, log) -> Iterator[Candidate]:
     """Dead-letter lines ({"hec": body, ...}) or bare HEC bodies (--output ndjson) are both accepted."""
-    try:
-        fh = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"--replay {path}: {exc.strerror.lower() if exc.strerror else exc}")
     report.read.inputs += 1
-    with fh:
-        for n, line in enumerate(fh, 1):
+    for _, lines in open_inputs([path]):  # .gz or plain, like the journal
+        for n, raw in enumerate(lines, 1):
             report.read.lines += 1
-            report.read.bytes += len(line)
-            line = line.strip()
+            report.read.bytes += len(raw)
+            line = raw.decode("utf-8", "replace").strip()
             if not line:
                 continue
             try:
@@ -344,6 +340,9 @@ def replay_candidates(path: str, opts: "BackfillOptions", report: BackfillReport
             if "friendly_name" in body["event"]:
                 report.named += 1
             yield Candidate(bid, body, ev_mod.encode(body), kind, "R", "failed", f"{path}:{n}")
+    if report.read.lines and not report.read.parsed:
+        raise InputError(f"--replay {path}: no line is a dead letter or an HEC event"
+                         " (replay takes the backfill-dead-letters-*.ndjson file a run wrote)")
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -397,13 +396,10 @@ def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=N
         cands = journal_candidates(opts, report, names, log)
     table = _Table(stdout) if output == "table" else None
     try:
-        if opts.dry_run:
-            on_skip = (lambda c: table.row(c, "skip: already sent")) if table else None
-            for c in _ledger_filter(cands, ledger, scratch, opts, report, log, on_skip):
-                _account(report, c)
-                _emit(output, c, stdout, table, "send")
-        else:
-            _send(cands, ledger, opts, report, hec, log, stdout, output, table)
+        try:
+            _run_stages(opts, cands, ledger, scratch, report, hec, log, stdout, output, table)
+        except InputError as exc:  # e.g. a truncated .gz found mid-run: what was sent is in the report
+            report.fatal = str(exc)
     finally:
         if table:
             table.close()
@@ -413,6 +409,16 @@ def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=N
             scratch_dir.cleanup()
         report.elapsed = time.monotonic() - started
     return report
+
+
+def _run_stages(opts, cands, ledger, scratch, report, hec, log, stdout, output, table) -> None:
+    if opts.dry_run:
+        on_skip = (lambda c: table.row(c, "skip: already sent")) if table else None
+        for c in _ledger_filter(cands, ledger, scratch, opts, report, log, on_skip):
+            _account(report, c)
+            _emit(output, c, stdout, table, "send")
+    else:
+        _send(cands, ledger, opts, report, hec, log, stdout, output, table)
 
 
 class _Seen:
@@ -583,7 +589,7 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
         for c in list(pending.values()):  # interrupted: whatever was handed over but not resolved
             fail(c, "not sent: the run was interrupted")
         if interrupted:
-            log(f"interrupted: {interrupted} events handed to HEC but not confirmed were written to {dead.path}"
+            log(f"interrupted: {interrupted} events on their way to HEC, not confirmed, were written to {dead.path}"
                 f" (resend them with: python backfill_hec.py --replay {dead.path})")
         for c in unsent:  # marked in flight but never handed to HEC: not in flight after all
             ledger.forget(opts.ledger_key, c.backfill_id)
@@ -679,11 +685,13 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
         replay=args.replay, dead_letter_path=args.dead_letter, progress=args.progress)
     if opts.since is not None and opts.until is not None and opts.since >= opts.until:
         raise ConfigError("--since must be before --until")
-    for path in opts.inputs:  # all of them before anything is sent: no half run for a typo
-        if path != "-" and not os.path.isfile(path):
-            raise InputError(f"{path}: {'is a directory, not a journal extract' if os.path.isdir(path) else 'no such file'}")
-    if opts.replay and not os.path.isfile(opts.replay):
-        raise InputError(f"--replay {opts.replay}: no such file")
+    for path in opts.inputs + ([opts.replay] if opts.replay else []):  # before anything is sent: no half run
+        if path == "-":
+            continue
+        if os.path.isdir(path):
+            raise InputError(f"{path}: is a directory, not a file")
+        if not os.path.exists(path):  # a pipe (<(zcat ...)) or FIFO exists without being a regular file
+            raise InputError(f"{path}: no such file")
     for warning in settings.warnings:
         print(f"backfill_hec.py: warning: {warning}", file=stderr)
     try:

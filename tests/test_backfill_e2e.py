@@ -430,3 +430,21 @@ def test_a_missing_input_stops_before_anything_is_sent(env, capsys, tmp_path):
     code, out, err = run(capsys, "--utc", FIXTURES / E7 / "journal.short.txt.gz", tmp_path / "nosuch.txt")
     assert code == 2 and err.strip().endswith("nosuch.txt: no such file")
     assert env.requests == [] and not list(tmp_path.glob("backfill-dead-letters-*"))
+
+
+def test_replay_of_a_file_that_is_no_dead_letter_is_refused(env, capsys):
+    code, out, err = run(capsys, "--replay", FIXTURES / E7 / "journal.short.txt.gz")
+    assert code == 2 and "no line is a dead letter or an HEC event" in err and env.requests == []
+
+
+def test_a_gzip_cut_short_stops_the_run_with_what_was_delivered_in_the_report(env, capsys, tmp_path):
+    import gzip
+
+    whole = gzip.compress(gzip.decompress((FIXTURES / E7 / "journal.short.txt.gz").read_bytes()))
+    cut = tmp_path / "cut.txt.gz"
+    cut.write_bytes(whole[: len(whole) * 3 // 4])
+    code, out, err = run(capsys, "--utc", "--batch-size", "20", cut)
+    assert code == 2
+    assert "STOPPED:   " in err and "gzip data is truncated or corrupt" in err
+    delivered = int(err.split("delivered: ")[1].split()[0])
+    assert delivered == len(env.events)

@@ -56,7 +56,7 @@ def test_sigterm_while_hec_is_down_keeps_every_event_and_cries_no_wolf(hec_serve
     assert proc.returncode == 130, err
     (dead,) = tmp_path.glob("backfill-dead-letters-*.ndjson")
     n = len(dead.read_text().splitlines())
-    assert f"interrupted: {n} events handed to HEC but not confirmed were written to {dead}" in err
+    assert f"interrupted: {n} events on their way to HEC, not confirmed, were written to {dead}" in err
     import sqlite3
 
     ledger = sqlite3.connect(tmp_path / "oai-to-circuit" / "backfill-ledger.db")
