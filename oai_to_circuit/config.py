@@ -50,7 +50,7 @@ def parse_bool_or_path(value: str):
     if low in ("0", "false", "no", "off"):
         return False
     if not Path(v).exists():
-        raise ConfigError(f"SPLUNK_VERIFY_SSL={v!r} is neither true/false nor an existing CA bundle file")
+        raise ConfigError(f"SPLUNK_VERIFY_SSL or --ca-bundle {v!r}: neither true/false nor an existing CA bundle file")
     return v
 
 

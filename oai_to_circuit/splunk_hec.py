@@ -410,7 +410,7 @@ class SplunkHEC:
                     break
                 if r.code == 7:
                     problems.append(f"{event_url}: index {self.index!r} is not accepted for this token "
-                                    "(code 7 Incorrect index): check SPLUNK_INDEX and the token's allowed indexes")
+                                    "(code 7 Incorrect index): check SPLUNK_INDEX (or --index) and the token's allowed indexes")
                     break
                 if r.status == 404:
                     problems.append(f"{event_url}: not a HEC endpoint (HTTP 404): check SPLUNK_HEC_URL")
@@ -656,7 +656,7 @@ class SplunkHEC:
             except (ValueError, AttributeError):
                 index = self.index
             raise self._fatal(f"HEC at {base} refused index {index!r} (code 7 Incorrect index): the index does not "
-                              "exist or this token may not write to it; check SPLUNK_INDEX")
+                              "exist or this token may not write to it; check SPLUNK_INDEX (or --index)")
         if reply.code == 10 and self.ack is False:
             raise self._fatal(f"HEC at {base} requires indexer acknowledgement for this token (code 10) "
                               "but acks are turned off")
