@@ -122,6 +122,7 @@ class BackfillReport:
     replay: Optional[str] = None
     selected_outcomes: Counter = field(default_factory=Counter)
     sent_to: Counter = field(default_factory=Counter)  # collectors the already-sent events went to
+    maybe_sent: int = 0  # dead letters HEC may have received all the same (kept in flight in the ledger)
 
     @property
     def exit_code(self) -> int:
@@ -218,6 +219,9 @@ class BackfillReport:
             why = "; ".join(f"{n} {w}" for w, n in self.dead_reasons.most_common(5))
             out.append(f"dead letters: {self.failed} events written to {self.dead_letter_path} ({why})")
             out.append(f"           resend them with: python backfill_hec.py --replay {self.dead_letter_path}")
+            if self.maybe_sent:
+                out.append(f"           {self.maybe_sent} of them may have reached HEC all the same (a timeout, a lost"
+                           " ack, or a stop mid-POST): a replay names them as possible doubles")
         if self.fatal:
             out.append(f"STOPPED:   {self.fatal}")
         if self.tokens:
@@ -246,12 +250,12 @@ class DeadLetters:
         self.path = path
         self.fh: Optional[TextIO] = None
 
-    def write(self, cand_body: dict, backfill_id: str, reason: str) -> None:
+    def write(self, cand_body: dict, backfill_id: str, reason: str, maybe_sent: bool = False) -> None:
         if self.fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self.fh = os.fdopen(fd, "w", encoding="utf-8")
-        rec = {"backfill_id": backfill_id, "reason": reason,
+        rec = {"backfill_id": backfill_id, "reason": reason, "maybe_sent": maybe_sent,
                "failed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "hec": cand_body}
         self.fh.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
         self.fh.flush()
@@ -548,9 +552,12 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
                 yield Outgoing(c.backfill_id, c.data)
                 commit()
 
-    def fail(c: Candidate, reason: str) -> None:
-        dead.write(c.body, c.backfill_id, reason)
-        ledger.forget(opts.ledger_key, c.backfill_id)
+    def fail(c: Candidate, reason: str, maybe_sent: bool = False) -> None:
+        dead.write(c.body, c.backfill_id, reason, maybe_sent)
+        if maybe_sent:  # stays "in flight": a replay or rerun resends it and names it as a possible double
+            report.maybe_sent += 1
+        else:
+            ledger.forget(opts.ledger_key, c.backfill_id)
         commit()
         report.failed += 1
         report.dead_reasons[reason] += 1
@@ -572,12 +579,17 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
                 _account(report, c)
                 _emit(output, c, stdout, table, "sent")
             else:
-                fail(c, res.reason or "not delivered")
+                fail(c, res.reason or "not delivered", res.maybe_doubled)
                 if opts.verbose:
                     log(f"failed {c.backfill_id} from {c.origin}: {res.reason}")
     except HECFatalError as exc:
         report.fatal = str(exc)
         reason = f"not sent: the run stopped: {exc}"
+        maybe = hec.unconfirmed_may_have_arrived()
+        for c in list(pending.values()):
+            fail(c, reason if c.backfill_id not in maybe else f"not confirmed: the run stopped: {exc}",
+                 c.backfill_id in maybe)
+        pending.clear()
         for _ in gen:  # the rest of the input goes to the dead letters too: nothing is lost
             pass
         for c in list(pending.values()):
@@ -586,11 +598,18 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
     finally:
         commit()
         interrupted = len(pending)
+        maybe = hec.unconfirmed_may_have_arrived() if pending else set()
+        unsure = sum(1 for c in pending.values() if c.backfill_id in maybe)
         for c in list(pending.values()):  # interrupted: whatever was handed over but not resolved
-            fail(c, "not sent: the run was interrupted")
+            if c.backfill_id in maybe:
+                fail(c, "not confirmed: the run was interrupted while HEC may have received it", True)
+            else:
+                fail(c, "not sent: the run was interrupted")
         if interrupted:
             log(f"interrupted: {interrupted} events on their way to HEC, not confirmed, were written to {dead.path}"
-                f" (resend them with: python backfill_hec.py --replay {dead.path})")
+                f" (resend them with: python backfill_hec.py --replay {dead.path})"
+                + (f"; {unsure} of them may have reached HEC all the same: the replay names them as possible"
+                   " doubles" if unsure else ""))
         for c in unsent:  # marked in flight but never handed to HEC: not in flight after all
             ledger.forget(opts.ledger_key, c.backfill_id)
         commit()

@@ -293,6 +293,9 @@ class SplunkHEC:
         self._bucket = _Bucket(max_eps, sleep) if max_eps else None
         self._random = random.Random()
         self._last_retry_note = float("-inf")
+        self._posting = None   # the batch whose POST is on the wire
+        self._retrying = None  # the batch being sent (with its retries)
+        self._inflight: list = []  # batches accepted, awaiting their ack
         self._owns_session = session is None
         self.session = session or requests.Session()
         self._headers = {
@@ -465,6 +468,7 @@ class SplunkHEC:
         """
         outstanding: dict = {}  # seq -> Outgoing: consumed, no Result yet
         inflight: list = []  # batches accepted, awaiting their ack
+        self._inflight = inflight
         state = {"last_poll": time.monotonic(), "interval": self.ack_poll_interval}
 
         def finish(results):
@@ -577,6 +581,28 @@ class SplunkHEC:
         Returns (outcome, reply-or-reason, collector url): ok | too_large | rejected | exhausted.
         """
         raw, body = self._body(b)
+        self._retrying = b  # left set if a stop interrupts: its earlier attempts may have arrived
+        result = self._post_until_final(b, raw, body)
+        self._retrying = None
+        return result
+
+    def unconfirmed_may_have_arrived(self) -> set:
+        """Ids HEC may hold although no Result said so (for a caller stopped mid-delivery).
+
+        A POST cut off while on the wire, a batch whose earlier attempt was ambiguous (a timeout
+        after the body went out), and batches accepted but not yet acknowledged. A batch that was
+        only ever refused, or never reached HEC (connection refused), is not among them.
+        """
+        ids = set()
+        if self._posting is not None:
+            ids.update(o.id for _, o in self._posting.entries)
+        if self._retrying is not None and self._retrying.doubled:
+            ids.update(o.id for _, o in self._retrying.entries)
+        for b in self._inflight:
+            ids.update(o.id for _, o in b.entries)
+        return ids
+
+    def _post_until_final(self, b: _Batch, raw: bytes, body: bytes):
         deadline = time.monotonic() + self.retry_for
         attempt, tried_this_round, last_reason, wait_hint = 0, 0, "not sent", None
         while True:
@@ -584,8 +610,11 @@ class SplunkHEC:
             headers = self._request_headers({"Content-Encoding": "gzip"} if self.gzip else None)
             start = time.monotonic()
             try:
+                self._posting = b  # a stop right now leaves it set: the body may be on its way
                 resp = self._http("POST", url, data=body, headers=headers)
+                self._posting = None
             except requests.RequestException as exc:
+                self._posting = None
                 cert = _cert_problem(exc)
                 if cert:
                     raise self._fatal(f"TLS certificate verification failed for {_base(url)}: {cert}; "

@@ -68,3 +68,36 @@ def test_sigterm_while_hec_is_down_keeps_every_event_and_cries_no_wolf(hec_serve
     assert again.returncode == 0, again.stderr
     assert "in flight when an earlier run stopped" not in again.stderr and "may be doubled" not in again.stderr
     assert len(hec_server.events) == 319
+
+
+def test_stopped_mid_post_the_events_hec_may_hold_are_kept_in_flight_and_named_on_replay(hec_server, tmp_path):
+    """SIGTERM while HEC holds the body but has not answered: dead letters say maybe_sent, replay names doubles."""
+    import json
+
+    src = FIXTURES / "service-e749b02" / "journal.short.txt.gz"
+    env = dict(os.environ, SPLUNK_HEC_URL=hec_server.url, SPLUNK_HEC_TOKEN=TOKEN, XDG_STATE_HOME=str(tmp_path))
+    hec_server.delay_next(20)  # stores the first batch, then keeps the client waiting
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--utc", "--no-progress", "--timeout", "60",
+                             "--batch-size", "100", str(src)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(hec_server.events) < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert len(hec_server.events) == 100
+    (dead,) = tmp_path.glob("backfill-dead-letters-*.ndjson")
+    letters = [json.loads(x) for x in dead.read_text().splitlines()]
+    assert len(letters) == 100 and all(d["maybe_sent"] for d in letters)
+    assert "; 100 of them may have reached HEC all the same" in err
+    hec_server.clear_faults()
+    again = subprocess.run([sys.executable, str(SCRIPT), "--replay", str(dead), "--verbose", "--no-progress"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "100 events were in flight when an earlier run stopped" in again.stderr
+    counts = Counter(b["event"]["backfill_id"] for b in hec_server.events)
+    assert len(counts) == 100 and set(counts.values()) == {2}  # doubled, and every double was named
+    named = set(re.findall(r"resend ([0-9a-f]{32}) .*in flight", again.stderr))
+    assert named == set(counts)
