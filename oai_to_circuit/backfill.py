@@ -732,7 +732,8 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
             ack=True if args.ack else None, max_eps=args.max_eps, verbose=args.verbose,
             log=lambda m: print(m, file=stderr))
         if args.check:
-            problems = hec.check()
+            with hec:
+                problems = hec.check()
             for line in problems:
                 print(f"problem: {line}", file=stderr)
             if not problems:

@@ -92,6 +92,15 @@ _KEYS = {
 }
 
 
+def _read_env(path: Path) -> dict:
+    try:
+        return dotenv_values(path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file of NAME=value lines (credentials.env)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
 def load_settings(
     env_file: Optional[str] = None,
     overrides: Optional[Mapping[str, object]] = None,
@@ -105,13 +114,13 @@ def load_settings(
         p = Path(env_file)
         if not p.is_file():
             raise ConfigError(f"--env-file {env_file}: no such file")
-        file_values = dotenv_values(p)
+        file_values = _read_env(p)
         used_file = str(p)
     else:
         for p in env_file_candidates():
             try:
                 if p.is_file():
-                    file_values = dotenv_values(p)
+                    file_values = _read_env(p)
                     used_file = str(p)
                     break
             except PermissionError:

@@ -182,19 +182,19 @@ class JournalReader:
 
     # -- year bookkeeping for yearless short views -------------------------------------------
     def _year_for(self, month: int, msg: Optional[str]) -> int:
+        if self._year_source != "flag" and self._year_source != "asctime" and msg:
+            # until a service line has shown its own full date, the year is a guess (header, today)
+            m = _ASCTIME_YEAR_RE.search(msg)
+            if m:
+                y = int(m.group(1))
+                if int(m.group(2)) == 1 and month == 12:
+                    y -= 1  # the service logged just past New Year's; the journal prefix is before it
+                elif int(m.group(2)) == 12 and month == 1:
+                    y += 1
+                self.year, self._year_source = y, "asctime"
         if self.year is None:
-            y = None
-            if msg:
-                m = _ASCTIME_YEAR_RE.search(msg)
-                if m:
-                    y = int(m.group(1))
-                    if int(m.group(2)) == 1 and month == 12:
-                        y -= 1  # the service logged just past New Year's; the journal prefix is before it
-                    elif int(m.group(2)) == 12 and month == 1:
-                        y += 1
-                    self._year_source = "asctime"
-            self.year = y or datetime.now(self.zone).year
-            self._year_source = self._year_source or "today"
+            self.year = datetime.now(self.zone).year
+            self._year_source = "today"
         elif self._last_month is not None and month < self._last_month and self._last_month - month > 6:
             self.year += 1  # December -> January inside one input
         self._last_month = month

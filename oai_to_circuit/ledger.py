@@ -8,6 +8,7 @@ those events, so they are resent and reported as possibly doubled (``| dedup bac
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from datetime import datetime, timezone
@@ -53,12 +54,26 @@ class Ledger:
                     self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock()
                 self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")  # survives kill -9; fsync at checkpoints
                 self.db.executescript(SCHEMA)
+                columns = {row[1] for row in self.db.execute("PRAGMA table_info(deliveries)")}
+                if "destination" not in columns:  # a ledger from before destinations were recorded
+                    self.db.execute("ALTER TABLE deliveries ADD COLUMN destination TEXT NOT NULL DEFAULT ''")
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(f"ledger {self.path}: {exc} (choose another with --ledger PATH)") from None
+
+    def _lock(self) -> None:
+        """One sending run per ledger: another one's in-flight rows would look like a crash's."""
+        self._lock_fh = open(f"{self.path}.lock", "a+")
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_fh.close()
+            raise ConfigError(f"another run is sending with the ledger {self.path}: wait for it to finish"
+                              " (or give this run its own --ledger)") from None
 
     def lookup(self, index: str, backfill_id: str) -> Optional[tuple]:
         """(state, run_id, destination) of an event, or None when this ledger has never seen it."""
@@ -67,8 +82,14 @@ class Ledger:
         try:
             return self.db.execute("SELECT state, run_id, destination FROM deliveries WHERE index_name=? AND backfill_id=?",
                                    (index, backfill_id)).fetchone()
-        except sqlite3.OperationalError:
-            return None  # a read-only look at a ledger without the table yet
+        except sqlite3.OperationalError as exc:
+            if "no such column" in str(exc):  # a read-only look at a ledger from before destinations
+                row = self.db.execute("SELECT state, run_id FROM deliveries WHERE index_name=? AND backfill_id=?",
+                                      (index, backfill_id)).fetchone()
+                return (*row, "") if row else None
+            if "no such table" in str(exc):
+                return None  # a read-only look at a ledger without the table yet
+            raise
 
     def mark_inflight(self, index: str, backfill_id: str) -> None:
         self.db.execute(
@@ -94,3 +115,6 @@ class Ledger:
         if self.db is not None:
             self.db.close()
             self.db = None
+        if getattr(self, "_lock_fh", None) is not None:
+            self._lock_fh.close()  # releases the lock
+            self._lock_fh = None

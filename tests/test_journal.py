@@ -119,3 +119,12 @@ def test_truncated_or_corrupt_gzip_is_an_input_error(tmp_path):
         p.write_bytes(data)
         with pytest.raises(InputError, match="gzip data is truncated or corrupt"):
             list(read_entries([str(p)], zone=timezone.utc, year=2026))
+
+
+def test_the_services_own_date_beats_a_logs_begin_header_and_today():
+    """`--since` on an old journal: the header tells when the journal began, not the extract's year."""
+    data = ("-- Logs begin at Wed 2024-05-01 00:00:01 UTC, end at Thu 2026-12-03 18:30:00 UTC. --\n"
+            "Dec 03 18:23:28 proxy-01 systemd[1]: Started oai-to-circuit.service.\n"
+            f"Dec 03 18:23:29 proxy-01 oai-to-circuit[7245]: {SERVICE_LINE}\n").encode()
+    out = list(JournalReader(timezone.utc).read("x", io.BytesIO(data)))
+    assert datetime.fromtimestamp(out[1].time, timezone.utc).year == 2026
