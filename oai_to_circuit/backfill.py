@@ -56,10 +56,6 @@ class BackfillOptions:
     progress: Optional[bool] = None     # None: when stderr is a terminal
     destination: str = ""               # the collector(s), recorded in the ledger; "" = not configured
 
-    @property
-    def ledger_key(self) -> str:
-        return ledger_key(self.index)
-
 
 def destination_of(hec_url: str) -> str:
     """The collectors a setting names (host:port, sorted): recorded, and shown when they differ."""
@@ -70,11 +66,6 @@ def destination_of(hec_url: str) -> str:
     from .splunk_hec import collector_urls
 
     return ",".join(sorted({urlsplit(u).netloc.lower() for u in collector_urls(hec_url)}))
-
-
-def ledger_key(index: str) -> str:
-    """Exactly once per index, whatever URL names the collector (a second spelling is no second Splunk)."""
-    return index
 
 
 @dataclass
@@ -458,8 +449,8 @@ class _Seen:
 def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on_skip=None) -> Iterator[Candidate]:
     """Skip what an earlier run delivered and what this run already met (overlapping inputs)."""
     for c in cands:
-        mine = scratch.lookup(opts.ledger_key, c.backfill_id) if scratch is not ledger else None
-        seen = ledger.lookup(opts.ledger_key, c.backfill_id)
+        mine = scratch.lookup(opts.index, c.backfill_id) if scratch is not ledger else None
+        seen = ledger.lookup(opts.index, c.backfill_id)
         if (mine or (seen and seen[1] == scratch.run_id)):
             report.duplicates_in_input += 1
             continue
@@ -477,7 +468,7 @@ def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on
             if opts.verbose:
                 log(f"resend {c.backfill_id} from {c.origin}: in flight when an earlier run stopped"
                     " (HEC may already have it)")
-        scratch.mark_inflight(opts.ledger_key, c.backfill_id)
+        scratch.mark_inflight(opts.index, c.backfill_id)
         report.selected_outcomes[c.outcome] += 1
         yield c
 
@@ -557,7 +548,7 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
         if maybe_sent:  # stays "in flight": a replay or rerun resends it and names it as a possible double
             report.maybe_sent += 1
         else:
-            ledger.forget(opts.ledger_key, c.backfill_id)
+            ledger.forget(opts.index, c.backfill_id)
         commit()
         report.failed += 1
         report.dead_reasons[reason] += 1
@@ -572,7 +563,7 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
             if res.status == "delivered":
                 if not db.in_transaction:
                     db.execute("BEGIN")
-                ledger.mark_delivered(opts.ledger_key, c.backfill_id, res.maybe_doubled)
+                ledger.mark_delivered(opts.index, c.backfill_id, res.maybe_doubled)
                 report.delivered += 1
                 if res.maybe_doubled:
                     report.maybe_doubled.append(c.backfill_id)
@@ -611,7 +602,7 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
                 + (f"; {unsure} of them may have reached HEC all the same: the replay names them as possible"
                    " doubles" if unsure else ""))
         for c in unsent:  # marked in flight but never handed to HEC: not in flight after all
-            ledger.forget(opts.ledger_key, c.backfill_id)
+            ledger.forget(opts.index, c.backfill_id)
         commit()
         dead.close()
 
@@ -679,6 +670,22 @@ class _Progress:
 
 
 # -- the script's one entry point --------------------------------------------------------------
+def make_hec(settings, args, stderr: TextIO):
+    """The SplunkHEC client the scripts' delivery flags describe (flags a script lacks: defaults)."""
+    from .splunk_hec import SplunkHEC
+
+    def flag(name, default=None):
+        value = getattr(args, name, None)
+        return default if value is None else value
+
+    return SplunkHEC(
+        settings.hec_url, settings.hec_token, index=settings.index, sourcetype=settings.sourcetype,
+        source=settings.source, verify=settings.verify_ssl, timeout=flag("timeout", 10.0),
+        max_batch_bytes=flag("batch_bytes", 900_000), max_batch_events=flag("batch_size", 500),
+        gzip=not flag("no_gzip", False), retry_for=flag("retry_for", 300.0), ack=True if flag("ack") else None,
+        max_eps=flag("max_eps"), verbose=flag("verbose", False), log=lambda m: print(m, file=stderr))
+
+
 def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> int:
     """Resolve settings from parsed ``backfill_hec.py`` arguments, run, print the report; exit code."""
     from .config import load_settings
@@ -722,15 +729,7 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
     hec = None
     if args.check or not opts.dry_run:
         settings.require_hec()
-        from .splunk_hec import SplunkHEC
-
-        hec = SplunkHEC(
-            settings.hec_url, settings.hec_token, index=settings.index, sourcetype=settings.sourcetype,
-            source=settings.source, verify=settings.verify_ssl, timeout=args.timeout or 10.0,
-            max_batch_bytes=args.batch_bytes or 900_000, max_batch_events=args.batch_size or 500,
-            gzip=not args.no_gzip, retry_for=300.0 if args.retry_for is None else args.retry_for,
-            ack=True if args.ack else None, max_eps=args.max_eps, verbose=args.verbose,
-            log=lambda m: print(m, file=stderr))
+        hec = make_hec(settings, args, stderr)
         if args.check:
             with hec:
                 problems = hec.check()

@@ -502,17 +502,6 @@ def _confirm(n: int, index: str, hosts: str, stdin, stderr) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _make_hec(args, settings, stderr):
-    """SplunkHEC built the way backfill.run_from_args builds it."""
-    from .splunk_hec import SplunkHEC
-
-    return SplunkHEC(
-        settings.hec_url, settings.hec_token, index=settings.index, sourcetype=settings.sourcetype,
-        source=settings.source, verify=settings.verify_ssl, timeout=args.timeout or 10.0,
-        gzip=not args.no_gzip, retry_for=300.0 if args.retry_for is None else args.retry_for,
-        ack=True if args.ack else None, verbose=args.verbose, log=lambda m: print(m, file=stderr))
-
-
 def _json_doc(plan: Plan, *, dry_run: bool, result: Optional[dict]) -> str:
     rows = []
     for l in plan.lines:
@@ -529,7 +518,7 @@ def _json_doc(plan: Plan, *, dry_run: bool, result: Optional[dict]) -> str:
 def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None,
                   stdin: Optional[TextIO] = None) -> int:
     """Resolve settings from parsed ``trueup_hec.py`` arguments, reconcile, confirm, send; exit code."""
-    from .backfill import BackfillOptions, destination_of, ledger_key, run_backfill
+    from .backfill import BackfillOptions, destination_of, make_hec, run_backfill
     from .config import load_settings
     from .ledger import Ledger, default_ledger_path
 
@@ -564,12 +553,11 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
     todo = []
     if plan.bodies:
         ledger = Ledger(ledger_path, "trueup-check", readonly=True)
-        key = ledger_key(settings.index)
         try:
             for l in plan.lines:
                 if l.body is None:
                     continue
-                seen = ledger.lookup(key, l.backfill_id)
+                seen = ledger.lookup(settings.index, l.backfill_id)  # exactly once per index
                 if seen and seen[0] == "delivered" and not args.force:
                     l.status = "already sent"
                 else:
@@ -623,7 +611,7 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
         index=settings.index, sourcetype=settings.sourcetype, source=settings.source, db_path=settings.db_path,
         ledger_path=str(ledger_path), force=args.force, dead_letter_path=args.dead_letter, progress=False,
         destination=destination_of(settings.hec_url))
-    hec = _make_hec(args, settings, stderr)
+    hec = make_hec(settings, args, stderr)
     try:
         report = run_backfill(opts, hec=hec, stdout=stdout, stderr=stderr, bodies=todo)
     finally:

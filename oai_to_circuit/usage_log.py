@@ -31,6 +31,7 @@ from typing import Iterable, Iterator, Optional
 
 from .events import hash_subkey
 from .journal import JournalEntry
+from .timespec import iso_to_epoch
 
 SERVICE_RE = re.compile(
     r"^(?P<level>[A-Z]+):\s+(?P<asctime>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - "
@@ -580,15 +581,13 @@ def _detail(outcome: str, text: str) -> str:
 
 
 def _iso_epoch(ts) -> Optional[float]:
+    """The event's ISO ``timestamp`` as epoch seconds, or None when it has none that reads."""
     if not isinstance(ts, str):
         return None
     try:
-        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        return iso_to_epoch(ts)
     except ValueError:
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
 
 
 HOLD_UNCHECKED = 2000  # records held back until an event shows how the journal's zone relates to the service's
