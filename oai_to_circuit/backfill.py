@@ -24,7 +24,7 @@ from . import events as ev_mod
 from .errors import ConfigError, InputError
 from .journal import ReadStats, open_inputs, read_entries
 from .ledger import Ledger, default_ledger_path
-from .timespec import utc_iso, utc_month
+from .timespec import display_utc, utc_month
 from .usage_log import ExtractStats, UsageExtractor, UsageRecord, extract
 
 ERA_NAMES = {"A": "A (9c7664e: Sending usage event)", "B": "B (9820dfe: Forwarding usage event)",
@@ -230,7 +230,7 @@ class BackfillReport:
                        f" earliest={earliest} latest={latest} | dedup backfill_id"
                        " | stats count sum(total_tokens) by model")
         elif self.t_min is not None and self.dry_run:
-            out.append(f"time range: {utc_iso(self.t_min)} .. {utc_iso(self.t_max)}")
+            out.append(f"time range: {display_utc(self.t_min)} .. {display_utc(self.t_max)}")
         return "\n".join(out)
 
 
@@ -287,7 +287,7 @@ def journal_candidates(opts: BackfillOptions, report: BackfillReport, names, log
         if opts.verbose:
             e = body["event"]
             log(f"event {e['backfill_id']} from {rec.source}:{rec.line_no}: {rec.kind} era {rec.era},"
-                f" live send {rec.outcome} ({rec.detail}); time {utc_iso(rec.time)} from {rec.time_source};"
+                f" live send {rec.outcome} ({rec.detail}); time {display_utc(rec.time)} from {rec.time_source};"
                 f" {'full JSON in log' if rec.full_json else 'rebuilt from the summary line'};"
                 f" name {e.get('friendly_name', '(none)')}")
         yield Candidate(body["event"]["backfill_id"], body, ev_mod.encode(body), rec.kind, rec.era, rec.outcome,
@@ -629,7 +629,7 @@ class _Table:
             tok = f"{'error: ' + str(e.get('error_type'))[:16]:>23}"
         else:
             tok = f"{_n(e.get('prompt_tokens')):>7} {_n(e.get('completion_tokens')):>7} {_n(e.get('total_tokens')):>7}"
-        self.fh.write(f"{utc_iso(t) if t else '-':<24} {c.era:<3} {c.outcome:<10} {str(e.get('subkey'))[:23]:<23}"
+        self.fh.write(f"{display_utc(t) if t else '-':<24} {c.era:<3} {c.outcome:<10} {str(e.get('subkey'))[:23]:<23}"
                       f" {name:<18} {model:<14} {tok}  {action}\n")
 
     def close(self) -> None:

@@ -65,7 +65,8 @@ def parse_date(text: str) -> date:
         raise ConfigError(f"--date {text!r}: expected YYYY-MM-DD")
 
 
-def utc_iso(t: float) -> str:
+def display_utc(t: float) -> str:
+    """For people (the preview table, the report): '2026-12-03 18:23:31.278Z'."""
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
