@@ -696,7 +696,8 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
     stderr = stderr or sys.stderr
     settings = load_settings(args.env_file, overrides={
         "index": args.index, "sourcetype": args.sourcetype, "db_path": args.db,
-        "verify_ssl": args.ca_bundle})
+        # a dry run talks to no HEC: a bad SPLUNK_VERIFY_SSL must not stop the preview
+        "verify_ssl": args.ca_bundle if (args.check or not args.dry_run) else True})
     zone = parse_zone(args.tz, args.utc)
     year = args.year
     if args.date:

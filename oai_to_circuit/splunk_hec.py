@@ -514,6 +514,7 @@ class SplunkHEC:
             yield batch
 
     def _results(self, batch: _Batch, status: str, reason=None, entries=None):
+        reason = self._scrub(reason) if reason else reason  # reasons go to dead-letter files and stderr
         return [(seq, Result(o.id, o.body, status, reason, batch.doubled))
                 for seq, o in (batch.entries if entries is None else entries)]
 

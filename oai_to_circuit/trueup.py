@@ -530,7 +530,7 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
         print(msg, file=stderr)
 
     settings = load_settings(args.env_file, overrides={
-        "index": args.index, "sourcetype": args.sourcetype, "db_path": args.db, "verify_ssl": args.ca_bundle})
+        "index": args.index, "sourcetype": args.sourcetype, "db_path": args.db, "verify_ssl": args.ca_bundle if not (args.dry_run or args.print_spl) else True})
 
     if args.print_spl:
         if not args.month:
