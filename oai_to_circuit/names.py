@@ -898,7 +898,16 @@ def _name_line(r: NameRow) -> str:
 # --------------------------------------------------------------------------- the scripts' library calls
 
 
-def manage(
+def manage(action: str, **kw) -> int:
+    """add_subkey_names_table.py's one library call; any SQLite error left over becomes one line."""
+    try:
+        return _manage(action, **kw)
+    except sqlite3.Error as exc:
+        raise _translate(exc, kw["db_path"], kw.get("timeout", DEFAULT_TIMEOUT),
+                         writing=action not in ("list", "export")) from None
+
+
+def _manage(
     action: str,
     *,
     db_path: str,
@@ -1220,7 +1229,16 @@ def interactive_setup(
     return saved
 
 
-def check(
+def check(db_path: str, **kw) -> int:
+    """check_and_setup_names.py's one library call; any SQLite error left over becomes one line."""
+    try:
+        return _check(db_path, **kw)
+    except sqlite3.Error as exc:
+        raise _translate(exc, db_path, kw.get("timeout", DEFAULT_TIMEOUT),
+                         writing=bool(kw.get("fix") or kw.get("interactive"))) from None
+
+
+def _check(
     db_path: str,
     *,
     fix: bool = False,

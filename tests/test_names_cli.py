@@ -430,3 +430,18 @@ def test_migrate_under_lock_leaves_step_pending(db9, capsys):
     assert rows(db9, "SELECT name FROM sqlite_master WHERE type='table'") == [("usage",)]
     rc, out, _ = run(capsys, "--migrate", "--db", db9)
     assert rc == 0 and out.endswith(f"{db9}: schema is current\n")
+
+
+def test_remove_under_an_exclusive_lock_is_the_locked_line_not_a_traceback(dbe, capsys):
+    import sqlite3 as _sqlite3
+
+    holder = _sqlite3.connect(dbe, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        rc = main(["--remove", "--subkey", SUBKEYS["alpha"], "--db", dbe, "--timeout", "0.2"])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capsys.readouterr().err
+    assert rc == 2 and "database is locked" in err and "systemctl stop oai-to-circuit" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
