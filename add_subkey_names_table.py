@@ -69,8 +69,6 @@ def _check_combinations(p: argparse.ArgumentParser, ns: argparse.Namespace, acti
         p.error("--show-subkeys only goes with --list (--export always has full subkeys)")
     if ns.dry_run and action not in ("init", "migrate", "import"):
         p.error("--dry-run only goes with --migrate, --init or --import")
-    if ns.timeout < 0:
-        p.error("--timeout must be >= 0")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

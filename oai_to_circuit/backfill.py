@@ -457,7 +457,7 @@ def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on
         report.selected += 1
         if seen and seen[0] == "delivered" and not opts.force:
             report.already_sent += 1
-            report.sent_to[seen[2] if len(seen) > 2 else ""] += 1
+            report.sent_to[seen[2]] += 1
             if opts.verbose:
                 log(f"skip {c.backfill_id} from {c.origin}: already delivered by an earlier run")
             if on_skip is not None:

@@ -457,42 +457,34 @@ class JournalReader:
                             formats[view] = formats.get(view, 0) + k
                             pos = stop
                             continue
-                    nl = data.index(b"\n", pos) + 1
-                    raw = data[pos:nl]
-                    n += 1
-                    stats.lines += 1
-                    pos = nl
-                    if keep(raw):
-                        e = one(raw, n, name)
-                        if e is not None:
-                            yield e
-                    continue
-                cand = end
-                for i, at in enumerate(nxt):
-                    if 0 <= at < pos:
-                        at = nxt[i] = data.find(needles[i], pos, end)
-                    if 0 <= at < cand:
-                        cand = at
-                if starts_re is not None:
-                    if nxt_start == -2 or 0 <= nxt_start < pos:
-                        if pos == 0 and data[:1] in starts:
-                            nxt_start = 0
-                        else:
-                            m = starts_re.search(data, max(pos - 1, 0), end)
-                            nxt_start = m.start() + 1 if m else -1
-                    if 0 <= nxt_start < cand:
-                        cand = nxt_start
-                if cand >= end:  # nothing in the rest of the block can be wanted
-                    k = data.count(b"\n", pos, end)
-                    n += k
-                    stats.lines += k
-                    break
-                line_start = data.rfind(b"\n", pos, cand) + 1 or pos
-                if line_start > pos:
-                    k = data.count(b"\n", pos, line_start)
-                    n += k
-                    stats.lines += k
-                nl = data.index(b"\n", cand) + 1
+                    line_start = pos
+                else:
+                    cand = end
+                    for i, at in enumerate(nxt):
+                        if 0 <= at < pos:
+                            at = nxt[i] = data.find(needles[i], pos, end)
+                        if 0 <= at < cand:
+                            cand = at
+                    if starts_re is not None:
+                        if nxt_start == -2 or 0 <= nxt_start < pos:
+                            if pos == 0 and data[:1] in starts:
+                                nxt_start = 0
+                            else:
+                                m = starts_re.search(data, max(pos - 1, 0), end)
+                                nxt_start = m.start() + 1 if m else -1
+                        if 0 <= nxt_start < cand:
+                            cand = nxt_start
+                    if cand >= end:  # nothing in the rest of the block can be wanted
+                        k = data.count(b"\n", pos, end)
+                        n += k
+                        stats.lines += k
+                        break
+                    line_start = data.rfind(b"\n", pos, cand) + 1 or pos
+                    if line_start > pos:
+                        k = data.count(b"\n", pos, line_start)
+                        n += k
+                        stats.lines += k
+                nl = data.index(b"\n", line_start) + 1  # one line, wanted or held: take it
                 raw = data[line_start:nl]
                 n += 1
                 stats.lines += 1

@@ -46,7 +46,6 @@ class Ledger:
         self.path = Path(path)
         self.run_id = run_id
         self.destination = destination
-        self.readonly = readonly
         self.db: Optional[sqlite3.Connection] = None
         try:
             if readonly:
