@@ -16,7 +16,7 @@ import uuid
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, TextIO
 
@@ -70,14 +70,18 @@ def destination_of(hec_url: str) -> str:
 
 @dataclass
 class Candidate:
-    """One event on its way to HEC."""
+    """One event on its way to HEC. Its wire bytes are made when something sends or prints them
+    (a dry run's preview table never needs them)."""
     backfill_id: str
     body: dict
-    data: bytes
     kind: str
     era: str
     outcome: str
     origin: str
+
+    @cached_property
+    def data(self) -> bytes:
+        return ev_mod.encode(self.body)
 
 
 @dataclass
@@ -290,7 +294,7 @@ def journal_candidates(opts: BackfillOptions, report: BackfillReport, names, log
                 f" live send {rec.outcome} ({rec.detail}); time {display_utc(rec.time)} from {rec.time_source};"
                 f" {'full JSON in log' if rec.full_json else 'rebuilt from the summary line'};"
                 f" name {e.get('friendly_name', '(none)')}")
-        yield Candidate(body["event"]["backfill_id"], body, ev_mod.encode(body), rec.kind, rec.era, rec.outcome,
+        yield Candidate(body["event"]["backfill_id"], body, rec.kind, rec.era, rec.outcome,
                         f"{rec.source}:{rec.line_no}")
     progress.done()
 
@@ -334,7 +338,7 @@ def replay_candidates(path: str, opts: "BackfillOptions", report: BackfillReport
             body["sourcetype"] = f"{opts.sourcetype}:error" if kind == "error" else opts.sourcetype
             if "friendly_name" in body["event"]:
                 report.named += 1
-            yield Candidate(bid, body, ev_mod.encode(body), kind, "R", "failed", f"{path}:{n}")
+            yield Candidate(bid, body, kind, "R", "failed", f"{path}:{n}")
     if report.read.lines and not report.read.parsed:
         raise InputError(f"--replay {path}: no line is a dead letter or an HEC event"
                          " (replay takes the backfill-dead-letters-*.ndjson file a run wrote)")
@@ -350,7 +354,7 @@ def candidates_from_bodies(bodies: Iterable[dict], report: BackfillReport, era: 
     for n, body in enumerate(bodies, 1):
         kind = "error" if str(body.get("sourcetype", "")).endswith(":error") else "usage"
         report.found[(kind, era, "unknown")] += 1
-        yield Candidate(body["event"]["backfill_id"], body, ev_mod.encode(body), kind, era, "-", f"{origin}:{n}")
+        yield Candidate(body["event"]["backfill_id"], body, kind, era, "-", f"{origin}:{n}")
 
 
 def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=None,

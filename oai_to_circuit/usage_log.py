@@ -460,7 +460,7 @@ class UsageExtractor:
 
     def _expire(self, key, asctime: str, journal_time) -> None:
         q = self._open.get(key)
-        if not q:
+        if not q or q[0].anchor[:16] == asctime[:16]:  # nothing open, or the oldest began this minute
             return
         now = self.asctime_epoch(asctime, journal_time)
         while q and q[0].t_anchor is not None and now is not None and now - q[0].t_anchor > EXPIRE_SECONDS:

@@ -23,7 +23,8 @@ def env(tmp_path, monkeypatch, hec_server):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("SPLUNK_HEC_URL", hec_server.url + "/services/collector/event")
     monkeypatch.setenv("SPLUNK_HEC_TOKEN", TOKEN)
-    monkeypatch.delenv("QUOTA_DB_PATH", raising=False)
+    # no names database, whatever this machine has at /var/lib/oai-to-circuit/quota.db
+    monkeypatch.setenv("QUOTA_DB_PATH", str(tmp_path / "no-such-dir" / "quota.db"))
     monkeypatch.delenv("SPLUNK_INDEX", raising=False)
     return hec_server
 
