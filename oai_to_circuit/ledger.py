@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -37,8 +38,14 @@ def default_ledger_path() -> Path:
     return Path(base) / "oai-to-circuit" / "backfill-ledger.db"
 
 
+_clock = [0, ""]  # the last second formatted: a backfill marks thousands of events per second
+
+
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sec = int(time.time())
+    if sec != _clock[0]:
+        _clock[:] = [sec, datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    return _clock[1]
 
 
 class Ledger:
@@ -98,6 +105,12 @@ class Ledger:
             (index, backfill_id, "inflight", self.run_id, _now(), self.destination))
 
     def mark_delivered(self, index: str, backfill_id: str, maybe_doubled: bool = False) -> None:
+        # the row is there (marked in flight before the send): one UPDATE, the upsert only if not
+        if self.db.execute(
+                "UPDATE deliveries SET state='delivered', run_id=?, maybe_doubled=?, updated_at=?, destination=? "
+                "WHERE index_name=? AND backfill_id=?",
+                (self.run_id, int(maybe_doubled), _now(), self.destination, index, backfill_id)).rowcount:
+            return
         self.db.execute(
             "INSERT INTO deliveries(index_name, backfill_id, state, run_id, maybe_doubled, updated_at, destination) "
             "VALUES (?,?,?,?,?,?,?) ON CONFLICT(index_name, backfill_id) DO UPDATE SET state='delivered', "
