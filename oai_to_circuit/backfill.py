@@ -55,6 +55,12 @@ class BackfillOptions:
     dead_letter_path: Optional[str] = None
     progress: Optional[bool] = None     # None: when stderr is a terminal
     destination: str = ""               # the collector(s), recorded in the ledger; "" = not configured
+    replay_flags: str = ""              # flags a replay of this run's dead letters needs (--ledger, --env-file, ...)
+
+    def replay_command(self, path) -> str:
+        import shlex
+
+        return f"python backfill_hec.py --replay {shlex.quote(str(path))}{self.replay_flags}"
 
 
 def destination_of(hec_url: str) -> str:
@@ -118,6 +124,7 @@ class BackfillReport:
     selected_outcomes: Counter = field(default_factory=Counter)
     sent_to: Counter = field(default_factory=Counter)  # collectors the already-sent events went to
     maybe_sent: int = 0  # dead letters HEC may have received all the same (kept in flight in the ledger)
+    replay_command: str = ""
 
     @property
     def exit_code(self) -> int:
@@ -137,7 +144,7 @@ class BackfillReport:
         skipped.update(self.extract.ignored)
         noise = r.lines - r.parsed - r.skipped_total
         parts = [f"{noise} not usage-related"] + [f"{n} {why}" for why, n in sorted(skipped.items())]
-        out.append("skipped:   " + "; ".join(parts))
+        out.append(f"lines:     {r.parsed} usage-related (read for events); skipped: " + "; ".join(parts))
         if r.blob_lines:
             out.append(f"warning:   {r.blob_lines} lines were stored as binary ('[NNNB blob data]') and cannot be read;"
                        " re-extract with 'journalctl -a' or '-o json'")
@@ -155,7 +162,10 @@ class BackfillReport:
             out.append(f"note:      on {x.journal_date_mismatch} service lines the journal's date is a day or more from"
                        " the service's own (--year or --date?): the service's own date was used")
         found_total = sum(self.found.values())
-        if r.lines and not found_total and not x.service_lines and not self.replay:
+        if r.no_entries and not found_total and not x.service_lines and not self.replay:
+            out.append("note:      journalctl printed '-- No entries --': it found nothing in the range or unit"
+                       " asked for (check --since/--until and -u oai-to-circuit); nothing to backfill")
+        elif r.lines and not found_total and not x.service_lines and not self.replay:
             out.append("WARNING:   no line of the service was recognised: is this journalctl output of"
                        " oai-to-circuit (journalctl -u oai-to-circuit)? At LOG_LEVEL=WARNING it logs no usage.")
         out.append(f"found:     {found_total} events the service tried to send")
@@ -213,7 +223,7 @@ class BackfillReport:
         if self.dead_letter_path:
             why = "; ".join(f"{n} {w}" for w, n in self.dead_reasons.most_common(5))
             out.append(f"dead letters: {self.failed} events written to {self.dead_letter_path} ({why})")
-            out.append(f"           resend them with: python backfill_hec.py --replay {self.dead_letter_path}")
+            out.append(f"           resend them with: {self.replay_command}")
             if self.maybe_sent:
                 out.append(f"           {self.maybe_sent} of them may have reached HEC all the same (a timeout, a lost"
                            " ack, or a stop mid-POST): a replay names them as possible doubles")
@@ -228,7 +238,7 @@ class BackfillReport:
         if self.t_min is not None and not self.dry_run and self.delivered:
             earliest = int(self.t_min)
             latest = int(self.t_max) + 1
-            reason = f' backfill_reason="{self.reason}"' if self.reason else ""
+            reason = f' backfill_reason="{spl_quote(self.reason)}"' if self.reason else ""
             out.append("verify in Splunk:")
             out.append(f'  index={self.index} sourcetype="{self.sourcetype}" backfill=true{reason}'
                        f" earliest={earliest} latest={latest} | dedup backfill_id"
@@ -236,6 +246,11 @@ class BackfillReport:
         elif self.t_min is not None and self.dry_run:
             out.append(f"time range: {display_utc(self.t_min)} .. {display_utc(self.t_max)}")
         return "\n".join(out)
+
+
+def spl_quote(text: str) -> str:
+    """The inside of an SPL double-quoted string: backslash and quote escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 class DeadLetters:
@@ -327,7 +342,7 @@ def replay_candidates(path: str, opts: "BackfillOptions", report: BackfillReport
                 d = json.loads(line)
                 body = d["hec"] if "hec" in d else d
                 bid = body["event"]["backfill_id"]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 report.read.skip("replay lines that are not a dead letter or HEC event")
                 continue
             report.read.parsed += 1
@@ -484,11 +499,24 @@ def _account(report: BackfillReport, c: Candidate) -> None:
         report.t_min = t if report.t_min is None else min(report.t_min, t)
         report.t_max = t if report.t_max is None else max(report.t_max, t)
         if c.kind == "usage":
-            row = report.tokens[(e.get("model"), _utc_month(t))]
+            model = e.get("model")
+            row = report.tokens[(model if isinstance(model, str) else "(none)", _utc_month(t))]
             row[0] += 1
-            row[1] += int(e.get("prompt_tokens") or 0)
-            row[2] += int(e.get("completion_tokens") or 0)
-            row[3] += int(e.get("total_tokens") or 0)
+            row[1] += _count(e.get("prompt_tokens"))
+            row[2] += _count(e.get("completion_tokens"))
+            row[3] += _count(e.get("total_tokens"))
+
+
+def _count(v) -> int:
+    """A token count as logged; anything that is not a number (null, "n/a") counts 0."""
+    if isinstance(v, bool):
+        return 0
+    if isinstance(v, int):
+        return v
+    try:
+        return int(float(v))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _utc_month(t: float) -> str:
@@ -557,6 +585,7 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
         report.failed += 1
         report.dead_reasons[reason] += 1
         report.dead_letter_path = str(dead.path)
+        report.replay_command = opts.replay_command(dead.path)
 
     gen = outgoing()
     try:
@@ -602,7 +631,7 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
                 fail(c, "not sent: the run was interrupted")
         if interrupted:
             log(f"interrupted: {interrupted} events on their way to HEC, not confirmed, were written to {dead.path}"
-                f" (resend them with: python backfill_hec.py --replay {dead.path})"
+                f" (resend them with: {opts.replay_command(dead.path)})"
                 + (f"; {unsure} of them may have reached HEC all the same: the replay names them as possible"
                    " doubles" if unsure else ""))
         for c in unsent:  # marked in flight but never handed to HEC: not in flight after all
@@ -690,6 +719,27 @@ def make_hec(settings, args, stderr: TextIO):
         max_eps=flag("max_eps"), verbose=flag("verbose", False), log=lambda m: print(m, file=stderr))
 
 
+def _only_table_missing(db_path: str) -> bool:
+    """The file is a readable SQLite database that merely predates subkey_names (a warning, not an error)."""
+    from .names import NamesUnavailable, connect_ro
+
+    try:
+        conn = connect_ro(db_path)
+    except NamesUnavailable:
+        return False
+    conn.close()
+    return True
+
+
+def _replay_flags(args) -> str:
+    """The flags of this run that a replay of its dead letters must repeat to go the same way."""
+    import shlex
+
+    flags = [("--ledger", args.ledger), ("--env-file", args.env_file), ("--index", args.index),
+             ("--sourcetype", args.sourcetype), ("--ca-bundle", args.ca_bundle)]
+    return "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in flags if v)
+
+
 def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> int:
     """Resolve settings from parsed ``backfill_hec.py`` arguments, run, print the report; exit code."""
     from .config import load_settings
@@ -702,10 +752,15 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
         "index": args.index, "sourcetype": args.sourcetype, "db_path": args.db,
         # a dry run talks to no HEC: a bad SPLUNK_VERIFY_SSL must not stop the preview
         "verify_ssl": args.ca_bundle if (args.check or not args.dry_run) else True})
+    if args.utc and args.tz and args.tz.upper() not in ("UTC", "ETC/UTC", "Z"):
+        raise ConfigError(f"--utc and --tz {args.tz} name different zones: give one of them")
     zone = parse_zone(args.tz, args.utc)
     year = args.year
     if args.date:
-        year = year or parse_date(args.date).year
+        date_year = parse_date(args.date).year
+        if year and year != date_year:
+            raise ConfigError(f"--date {args.date} and --year {year} name different years: give one of them")
+        year = date_year
     opts = BackfillOptions(
         inputs=list(args.inputs) or ["-"], zone=zone, year=year, dry_run=args.dry_run, verbose=args.verbose,
         only_failed=args.only_failed, include_errors=args.include_errors,
@@ -713,7 +768,8 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
         until=parse_when(args.until, zone) if args.until else None,
         output=args.output, reason=args.reason, index=settings.index, sourcetype=settings.sourcetype,
         source=settings.source, db_path=settings.db_path, ledger_path=args.ledger, force=args.force,
-        replay=args.replay, dead_letter_path=args.dead_letter, progress=args.progress)
+        replay=args.replay, dead_letter_path=args.dead_letter, progress=args.progress,
+        replay_flags=_replay_flags(args))
     if opts.since is not None and opts.until is not None and opts.since >= opts.until:
         raise ConfigError("--since must be before --until")
     for path in opts.inputs + ([opts.replay] if opts.replay else []):  # before anything is sent: no half run
@@ -731,6 +787,19 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
         if not opts.dry_run:
             raise
 
+    names, warning = None, None
+    if not opts.replay and not args.check:
+        from .names import NamesUnavailable, name_lookup
+
+        try:
+            names = name_lookup(opts.db_path)
+        except NamesUnavailable as exc:
+            if args.db and not _only_table_missing(opts.db_path):
+                # a --db typed for this run that cannot be read: events sent without names could
+                # not be sent again with them (the ledger has them), so stop before anything goes
+                raise ConfigError(f"--db: {exc}; fix the path, or leave --db out to send without"
+                                  " friendly_name/email") from None
+            warning = f"{exc}; events go without friendly_name/email"  # the report says it
     hec = None
     if args.check or not opts.dry_run:
         settings.require_hec()
@@ -744,19 +813,13 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
                 print("HEC is healthy and the token is accepted", file=stderr)
             return 2 if problems else 0
 
-    names, warning = None, None
-    if not opts.replay:
-        from .names import NamesUnavailable, name_lookup
-
-        try:
-            names = name_lookup(opts.db_path)
-        except NamesUnavailable as exc:
-            warning = f"{exc}; events go without friendly_name/email"
-            print(f"backfill_hec.py: warning: {warning}", file=stderr)
     try:
         report = run_backfill(opts, hec=hec, names=names, names_warning=warning, stdout=stdout, stderr=stderr)
     finally:
         if hec is not None:
             hec.close()
+    if not opts.replay and not report.read.lines and not report.fatal:
+        raise InputError("the input is empty (0 lines): nothing to backfill; did the journalctl command fail"
+                         " (it needs sudo, or membership of group systemd-journal)?")
     print(report.render(), file=stderr)
     return report.exit_code

@@ -82,6 +82,7 @@ class ReadStats:
     skipped: dict = field(default_factory=dict)  # reason -> count
     formats: dict = field(default_factory=dict)  # view -> parsed lines
     blob_lines: int = 0
+    no_entries: int = 0  # '-- No entries --': journalctl found nothing in the range asked for
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -232,6 +233,8 @@ class JournalReader:
                 if m and self.explicit_year is None:
                     self.year = int(m.group(1))
                     self._year_source = "header"
+                if text == "-- No entries --":
+                    self.stats.no_entries += 1
                 self.stats.skip("journalctl marker lines (-- Boot --, -- Logs begin --, ...)")
                 return None
         m = None
@@ -313,7 +316,7 @@ class JournalReader:
     def _parse_json(self, text, line_no, source) -> Optional[JournalEntry]:
         try:
             d = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting in junk input
             return None
         if not isinstance(d, dict) or "MESSAGE" not in d:
             return None

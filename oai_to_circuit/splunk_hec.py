@@ -249,12 +249,19 @@ def _describe(exc: BaseException, timeout: float) -> tuple[str, bool]:
 class SplunkHEC:
     """A client for one HEC collector (or several, for failover); use as a context manager."""
 
-    def __init__(self, url, token, *, index="oai_circuit", sourcetype="llm:usage", source="oai-to-circuit",
+    def __init__(self, url=None, token=None, *, index="oai_circuit", sourcetype="llm:usage", source="oai-to-circuit",
                  host=None, verify=True, timeout=10.0, max_batch_bytes=900_000, max_batch_events=500, gzip=True,
                  retry_for=300.0, ack=None, ack_timeout=120.0, max_eps=None, dry_run=False, verbose=False,
                  log: Optional[Callable[[str], None]] = None, session: Optional[requests.Session] = None,
                  sleep=time.sleep, backoff_base=0.5, backoff_cap=30.0, ack_poll_interval=0.5, ack_poll_max=5.0,
                  max_in_flight=8):
+        if not url or not token:  # e.g. url=os.getenv("SPLUNK_HEC_URL") unset: credentials.env, as the scripts read it
+            from .config import load_settings
+
+            settings = load_settings()
+            settings.hec_url, settings.hec_token = url or settings.hec_url, token or settings.hec_token
+            settings.require_hec()  # one line naming what is missing and where it was looked for
+            url, token = settings.hec_url, settings.hec_token
         self.urls = collector_urls(url)
         if not token:
             raise ConfigError("SPLUNK_HEC_TOKEN is empty: set the HEC token")

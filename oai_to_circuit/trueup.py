@@ -206,14 +206,14 @@ def _json_records(text: str, path: Path, label: str):
     """A JSON array of objects, {"results": [...]} (Splunk REST) or NDJSON {"result": {...}} (Splunk export)."""
     try:
         docs = [json.loads(text)]
-    except ValueError:
+    except (ValueError, RecursionError):
         docs = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     docs.append(json.loads(line))
-                except ValueError as exc:
-                    raise InputError(f"{label} {path} line {n}: not JSON: {exc.msg}") from None
+                except (ValueError, RecursionError) as exc:
+                    raise InputError(f"{label} {path} line {n}: not JSON: {getattr(exc, 'msg', exc)}") from None
     objs = []
     for d in docs:
         if isinstance(d, dict) and isinstance(d.get("results"), list):

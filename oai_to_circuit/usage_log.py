@@ -332,7 +332,7 @@ class UsageExtractor:
         if m:
             try:
                 ev = json.loads(m.group("json"))
-            except ValueError:
+            except (ValueError, RecursionError):
                 self.stats.ignore("event JSON that does not parse")
                 return
             a = self._open_attempt(e, asctime, worker, key, "usage", "A", {
@@ -394,7 +394,7 @@ class UsageExtractor:
         if pm:
             try:
                 payload = json.loads(pm.group("json"))
-            except ValueError:
+            except (ValueError, RecursionError):
                 payload = None
         if a is None:
             if payload is None:
@@ -425,7 +425,7 @@ class UsageExtractor:
         del self._blocks[stream]
         try:
             env = json.loads("\n".join(block.lines))
-        except ValueError:
+        except (ValueError, RecursionError):
             self.stats.ignore("payload blocks that do not parse as JSON")
             return
         if not isinstance(env, dict) or not isinstance(env.get("event"), dict):
