@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     act = p.add_argument_group("actions (exactly one)").add_mutually_exclusive_group(required=True)
     act.add_argument("--init", action="store_true", help="create subkey_names (and the database file if its directory exists)")
-    act.add_argument("--migrate", action="store_true", help="apply pending schema steps (backup first); safe to re-run")
+    act.add_argument("--migrate", action="store_true", help="apply pending schema steps to an existing database (backup first); safe to re-run")
     act.add_argument("--add", action="store_true", help="insert a subkey's name, or update only the fields given")
     act.add_argument("--list", action="store_true", help="list names sorted by friendly name")
     act.add_argument("--remove", action="store_true", help="delete a subkey's name (exit 1 if it has none)")
@@ -85,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             dry_run=ns.dry_run, backup=not ns.no_backup, timeout=ns.timeout, out=sys.stdout, err=sys.stderr,
         )
     except ToolkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Check the service's quota.db: schema state, active subkeys and whether each has a name.
 
-Exit 0: schema current and every active subkey named; 1: something missing; 2: database unreadable.
+Exit 0: schema current and every active subkey named; 1: something missing (or not the service's
+database: no usage tables); 2: database unreadable.
 Thin: parses arguments and calls ``oai_to_circuit.names.check``. See docs/names.md.
 """
 from __future__ import annotations
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ns = build_parser().parse_args(argv)
+    p = build_parser()
+    ns = p.parse_args(argv)
     try:
         # verify_ssl is pinned: an unrelated SPLUNK_VERIFY_SSL problem must not stop the names tools.
         db = load_settings(ns.env_file, overrides={"db_path": ns.db, "verify_ssl": True}).db_path
@@ -45,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             backup=not ns.no_backup, timeout=ns.timeout, out=sys.stdout, err=sys.stderr,
         )
     except ToolkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
 
 

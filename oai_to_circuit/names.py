@@ -10,8 +10,10 @@ everything here is written for a database somebody else is writing to:
 * migrations are an ordered list of small idempotent steps; each runs in its own transaction
   together with its row in ``_toolkit_migrations``, so a failed step leaves nothing behind and
   stays pending; the service's tables (usage, monthly_usage, key_lifecycle) are never touched;
-* before a migration that changes anything, a backup is taken with SQLite's backup API
-  (consistent under a writing service, WAL included).
+* a migration that changes anything first takes a backup with SQLite's backup API (consistent
+  under a writing service, WAL included), once it holds the write lock, so a locked database
+  leaves no backup behind; a backup of a migration that then changed nothing is removed;
+* only --init creates a database file: a mistyped --db must not become a new empty quota.db.
 
 The library raises :class:`~oai_to_circuit.errors.ToolkitError` subclasses; only a script's
 ``main()`` turns them into one line on stderr and an exit code.
@@ -42,6 +44,7 @@ MIGRATIONS_TABLE = "_toolkit_migrations"
 SERVICE_TABLES = ("usage", "monthly_usage", "key_lifecycle")
 STOP_SERVICE = "sudo systemctl stop oai-to-circuit"
 MIGRATE_HINT = "run add_subkey_names_table.py --migrate"
+NOT_SERVICE_DB = "it has no usage or monthly_usage table"
 ELLIPSIS_TABLE = "\u2026"  # shown in tables (one column wide)
 ELLIPSIS_ASCII = "..."  # used in csv/json, which stay plain ASCII around the data
 SHORT_LEN = 8
@@ -262,6 +265,15 @@ def _check_file(db_path: str) -> None:
         raise NamesUnavailable(f"no database at {db_path}")
 
 
+def _no_database(db_path: str) -> NamesUnavailable:
+    """A write on a missing file: point at --init, unless its directory is missing too (--init would fail)."""
+    parent = Path(db_path).parent
+    if not parent.is_dir():
+        return NamesUnavailable(f"no database at {db_path} (directory {parent} does not exist)")
+    return NamesUnavailable(
+        f"no database at {db_path} (create one with add_subkey_names_table.py --init --db {shlex.quote(db_path)})")
+
+
 def _ro_uri(db_path: str) -> str:
     return "file:" + quote(os.path.abspath(db_path)) + "?mode=ro"
 
@@ -280,7 +292,7 @@ def connect_ro(db_path: str, timeout: float = DEFAULT_TIMEOUT) -> sqlite3.Connec
 def connect_rw(db_path: str, timeout: float = DEFAULT_TIMEOUT, create: bool = False) -> tuple[sqlite3.Connection, bool]:
     """Open for writing (autocommit; callers BEGIN IMMEDIATE). Returns (conn, created).
 
-    Only ``create=True`` (--init / --migrate) may create the file, and only in an existing directory.
+    Only ``create=True`` (--init) may create the file, and only in an existing directory.
     """
     p = Path(db_path)
     created = False
@@ -288,7 +300,7 @@ def connect_rw(db_path: str, timeout: float = DEFAULT_TIMEOUT, create: bool = Fa
         raise NamesUnavailable(f"{db_path} is a directory, not a SQLite database")
     if not p.exists():
         if not create:
-            raise NamesUnavailable(f"no database at {db_path} (create one with add_subkey_names_table.py --init --db {db_path})")
+            raise _no_database(db_path)
         if not p.parent.is_dir():
             raise NamesUnavailable(f"cannot create {db_path}: directory {p.parent} does not exist")
         try:
@@ -429,11 +441,18 @@ def applied_migrations(conn: sqlite3.Connection) -> dict:
     return dict(conn.execute(f"SELECT name, applied_at FROM {MIGRATIONS_TABLE}"))
 
 
-def _apply_step(conn: sqlite3.Connection, step: Step, db_path: str, timeout: float) -> bool:
-    """Apply one step in its own IMMEDIATE transaction with its record. False if it was no longer needed."""
+def _apply_step(conn: sqlite3.Connection, step: Step, db_path: str, timeout: float,
+                backup_into: Optional[MigrationResult] = None) -> bool:
+    """Apply one step in its own IMMEDIATE transaction with its record. False if it was no longer needed.
+
+    ``backup_into``: take the backup first if it has none yet - under the write lock, so a lock we
+    never get leaves no backup, and no other writer commits between the backup and the step.
+    """
     with _WriteTxn(conn, db_path, timeout):
         if not step.needed(conn):  # re-checked under the lock: the service may have done it meanwhile
             return False
+        if backup_into is not None and backup_into.backup_path is None:
+            backup_into.backup_path = backup_database(db_path, timeout=timeout)
         for sql in step.statements:
             conn.execute(sql)
         conn.execute(
@@ -480,6 +499,7 @@ def backup_database(db_path: str, dest: Optional[str] = None, timeout: float = D
     finally:
         src.close()
     if check != "ok":
+        _unlink_quietly(dest)  # a copy that fails its check is no backup
         raise NamesUnavailable(f"backup {dest} failed its integrity check ({check}); nothing was migrated")
     return dest
 
@@ -498,19 +518,19 @@ def migrate(
     timeout: float = DEFAULT_TIMEOUT,
     dry_run: bool = False,
     backup: bool = True,
-    create: bool = True,
+    create: bool = False,
     steps: Sequence[Step] = MIGRATIONS,
 ) -> MigrationResult:
     """Apply the pending steps, each in its own transaction with its record; back up first if any.
 
-    ``create``: a missing database file may be created (only in an existing directory).
+    ``create`` (--init only): a missing database file may be created (only in an existing directory);
+    otherwise a missing file is refused, so a mistyped path never becomes a new empty database.
     """
     result = MigrationResult(db_path=db_path, dry_run=dry_run)
-    exists = os.path.exists(db_path)
     if dry_run:
-        if not exists:
+        if not os.path.exists(db_path):
             if not create:
-                _check_file(db_path)
+                raise _no_database(db_path)
             if not Path(db_path).parent.is_dir():
                 raise NamesUnavailable(f"cannot create {db_path}: directory {Path(db_path).parent} does not exist")
             result.created_db = True
@@ -536,13 +556,17 @@ def migrate(
             pend = pending_steps(conn, steps)
         except sqlite3.Error as exc:
             raise _translate(exc, db_path, timeout, writing=False) from None
-        if not pend:
-            return result
-        if backup and not created:
-            result.backup_path = backup_database(db_path, timeout=timeout)
         for step in pend:
-            if _apply_step(conn, step, db_path, timeout):
+            if _apply_step(conn, step, db_path, timeout, result if backup and not created else None):
                 result.applied.append(step.name)
+    except BaseException as exc:
+        if result.backup_path and not result.applied:  # nothing changed: the backup would only pile up
+            _unlink_quietly(result.backup_path)
+            result.backup_path = None
+        if result.backup_path and isinstance(exc, NamesError):  # half-way: the backup stays; say where
+            raise type(exc)(f"{exc} (applied before the failure: {', '.join(result.applied)}; "
+                            f"backup: {result.backup_path})") from None
+        raise
     finally:
         conn.close()
     return result
@@ -765,7 +789,8 @@ def read_import_csv(path: str) -> list:
         line, msg = problems[0]
         more = ""
         if len(problems) > 1:
-            more = f" (and {len(problems) - 1} more, lines {', '.join(str(p[0]) for p in problems[1:])})"
+            others = [str(p[0]) for p in problems[1:]]
+            more = f" (and {len(others)} more: line{'s' if len(others) > 1 else ''} {', '.join(others)})"
         raise InputError(f"--import {path}: line {line}: {msg}{more}; nothing was written")
     return rows
 
@@ -932,7 +957,7 @@ def _manage(
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     if action in ("init", "migrate"):
-        res = migrate(db_path, timeout=timeout, dry_run=dry_run, backup=backup, create=True)
+        res = migrate(db_path, timeout=timeout, dry_run=dry_run, backup=backup, create=action == "init")
         _print_migration(res, out)
         return 0
     if action == "add":
@@ -1035,8 +1060,13 @@ class Report:
         return [k for k in self.active if k.name is not None and not _norm(k.name.email)]
 
     @property
+    def service_db(self) -> bool:
+        """Without usage/monthly_usage this is not the service's quota.db (a wrong --db), not "0 keys"."""
+        return bool(self.usage_tables)
+
+    @property
     def ok(self) -> bool:
-        return self.schema == "current" and not self.unnamed
+        return self.service_db and self.schema == "current" and not self.unnamed
 
 
 def build_report(db_path: str, timeout: float = DEFAULT_TIMEOUT) -> Report:
@@ -1087,6 +1117,8 @@ def _add_command(db_path: str, subkey: str, with_name: bool = True) -> str:
 
 
 def report_commands(rep: Report) -> list:
+    if not rep.service_db:  # migrating or naming a file that is not the service's would fix nothing
+        return []
     cmds = []
     if rep.schema != "current":
         cmds.append(f"python add_subkey_names_table.py --migrate --db {shlex.quote(rep.db_path)}")
@@ -1104,6 +1136,7 @@ def render_report_json(rep: Report, show_subkeys: bool = False) -> str:
         "schema": rep.schema,
         "pending_migrations": rep.pending,
         "usage_tables": rep.usage_tables,
+        "service_database": rep.service_db,
         "active": [
             {
                 "subkey": sk(k.subkey),
@@ -1135,12 +1168,15 @@ def render_report_text(rep: Report, show_subkeys: bool = False) -> str:
         return s if show_subkeys else shorten(s)
 
     lines = [f"database: {rep.db_path} (found, {rep.size} bytes, opened read-only)"]
+    if not rep.service_db:
+        lines.append(f"not the service's database: {NOT_SERVICE_DB} (check --db or QUOTA_DB_PATH)")
+        lines.append("result: not the service's database")
+        return "\n".join(lines) + "\n"
     if rep.schema == "current":
         lines.append("schema: current")
     else:
         lines.append(f"schema: {SCHEMA_STATE_TEXT[rep.schema]} (pending: {', '.join(rep.pending)})")
-    src = ", ".join(rep.usage_tables) if rep.usage_tables else "no usage tables found"
-    lines.append(f"active subkeys: {len(rep.active)} (from {src})")
+    lines.append(f"active subkeys: {len(rep.active)} (from {', '.join(rep.usage_tables)})")
     if rep.active:
         table = render_table(
             ("SUBKEY", "SHA256", "REQUESTS", "TOTAL_TOKENS", "LAST_MONTH", "STATUS", "FRIENDLY_NAME", "EMAIL"),
@@ -1253,10 +1289,15 @@ def _check(
 ) -> int:
     """check_and_setup_names.py: report; exit 0 all named and schema current, 1 something missing.
 
-    An unreadable or locked database raises NamesUnavailable (exit 2), never "no keys".
+    An unreadable or locked database raises NamesUnavailable (exit 2), never "no keys"; a SQLite file
+    without the service's usage tables is reported as not the service's database (exit 1), and
+    --fix leaves it alone.
     """
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
+    if fix and not build_report(db_path, timeout).service_db:
+        print(f"{db_path}: not migrated: {NOT_SERVICE_DB}, so it is not the service's quota.db", file=err)
+        fix = False
     if fix:
         res = migrate(db_path, timeout=timeout, backup=backup, create=False)
         if res.backup_path:

@@ -70,6 +70,7 @@ def test_e749b02_lists_active_keys_with_fixture_hashes_and_exits_1_until_named(d
     assert doc["orphan_names"][0]["status"] == "revoked"
     assert SHA["zulu_unknown"] not in active  # refused by the service: no usage, so not active
     assert (doc["schema"], doc["ok"], sum(a["requests"] for a in doc["active"])) == ("current", False, 319)
+    assert (doc["usage_tables"], doc["service_database"]) == (["usage", "monthly_usage"], True)
 
     # run the printed command (with a real name), then the check passes
     from add_subkey_names_table import main as add_main
@@ -168,20 +169,52 @@ def test_locked_database_is_reported_as_locked_not_as_no_keys(dbe, capsys):
         holder.execute("ROLLBACK")
         holder.close()
     assert (rc, out) == (2, "")
-    assert err == (f"error: {dbe}: database is locked (waited 0.2 s to read; another process, normally the running "
+    assert err == (f"check_and_setup_names.py: error: {dbe}: database is locked (waited 0.2 s to read; another process, normally the running "
                    "service, holds the lock): stop it with `sudo systemctl stop oai-to-circuit` and retry, or raise --timeout\n")
 
 
 def test_unreadable_database_exit_2(tmp_path, capsys):
     missing = tmp_path / "nope.db"
     rc, out, err = run(capsys, "--db", str(missing))
-    assert (rc, out, err) == (2, "", f"error: no database at {missing}\n")
+    assert (rc, out, err) == (2, "", f"check_and_setup_names.py: error: no database at {missing}\n")
     assert not missing.exists()
     rc, out, err = run(capsys, "--db", str(tmp_path / "nodir" / "q.db"))
-    assert (rc, err) == (2, f"error: no database at {tmp_path / 'nodir' / 'q.db'} (directory {tmp_path / 'nodir'} does not exist)\n")
+    assert (rc, err) == (2, f"check_and_setup_names.py: error: no database at {tmp_path / 'nodir' / 'q.db'} (directory {tmp_path / 'nodir'} does not exist)\n")
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"\x00garbage" * 100)
     rc, out, err = run(capsys, "--db", str(junk))
-    assert (rc, out, err) == (2, "", f"error: {junk} is not a SQLite database\n")
+    assert (rc, out, err) == (2, "", f"check_and_setup_names.py: error: {junk} is not a SQLite database\n")
     rc, out, err = run(capsys, "--db", str(tmp_path))
-    assert (rc, err) == (2, f"error: {tmp_path} is a directory, not a SQLite database\n")
+    assert (rc, err) == (2, f"check_and_setup_names.py: error: {tmp_path} is a directory, not a SQLite database\n")
+
+
+@pytest.mark.parametrize("kind", ["other tables", "empty file"])
+def test_sqlite_file_without_usage_tables_is_not_the_service_db_exit_1(tmp_path, capsys, kind):
+    """A wrong --db (e.g. an empty file a mistyped path left) is not "0 active subkeys, ok"."""
+    db = tmp_path / "other.db"
+    if kind == "empty file":
+        db.touch()
+    else:
+        with closing(sqlite3.connect(db)) as c:
+            c.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+            c.commit()
+    before = db.read_bytes()
+    size = db.stat().st_size
+    rc, out, err = run(capsys, "--db", str(db))
+    assert (rc, err) == (1, "")
+    assert out == (f"database: {db} (found, {size} bytes, opened read-only)\n"
+                   f"not the service's database: it has no usage or monthly_usage table (check --db or QUOTA_DB_PATH)\n"
+                   "result: not the service's database\n")
+
+    rc, out, err = run(capsys, "--json", "--db", str(db))
+    doc = json.loads(out)
+    assert (rc, err) == (1, "")
+    assert (doc["service_database"], doc["ok"], doc["usage_tables"], doc["active"], doc["commands"]) == (
+        False, False, [], [], [])
+
+    rc, out, err = run(capsys, "--fix", "--db", str(db))  # not migrated: it is somebody else's file
+    assert rc == 1
+    assert err == f"{db}: not migrated: it has no usage or monthly_usage table, so it is not the service's quota.db\n"
+    assert out.splitlines()[-1] == "result: not the service's database"
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]

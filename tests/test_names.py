@@ -156,6 +156,62 @@ def test_failed_step_leaves_nothing_behind_and_stays_pending(db9):
     c.close()
 
 
+BAD_STEP = names.Step(
+    name="0099_bad",
+    description="adds a column, then fails",
+    needed=lambda c: "extra" not in names._columns(c, "subkey_names"),
+    statements=["ALTER TABLE subkey_names ADD COLUMN extra TEXT", "SELECT * FROM no_such_table"],
+)
+
+
+def test_failed_first_step_removes_the_backup_it_took(db9, tmp_path):
+    """Nothing changed, so the backup taken under the lock goes too: retries do not pile them up."""
+    before = Path(db9).read_bytes()
+    bad_first = names.Step("0000_bad", "fails", lambda c: True, ["SELECT * FROM no_such_table"])
+    with pytest.raises(names.NamesUnavailable) as ei:
+        names.migrate(db9, steps=[bad_first] + names.MIGRATIONS)
+    assert str(ei.value) == f"{db9}: no such table: no_such_table"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quota.db"]
+    assert Path(db9).read_bytes() == before
+
+
+def test_failure_after_a_step_keeps_the_backup_and_says_where(db9, tmp_path):
+    steps = [names.MIGRATIONS[0], BAD_STEP]
+    with pytest.raises(names.NamesUnavailable) as ei:
+        names.migrate(db9, steps=steps)
+    backups = list(tmp_path.glob("quota.db.backup-*"))
+    assert len(backups) == 1
+    assert str(ei.value) == (f"{db9}: no such table: no_such_table (applied before the failure: "
+                             f"0001_create_subkey_names; backup: {backups[0]})")
+    assert tables(str(backups[0])) == ["usage"]  # the database as it was before step 1
+
+
+def test_read_only_database_leaves_no_backup(db9, tmp_path, monkeypatch):
+    """A user without write permission: SQLite opens the file read-only, and BEGIN IMMEDIATE still succeeds."""
+    def connect_read_only(db_path, timeout=names.DEFAULT_TIMEOUT, create=False):
+        return sqlite3.connect(names._ro_uri(db_path), uri=True, timeout=timeout, isolation_level=None), False
+
+    monkeypatch.setattr(names, "connect_rw", connect_read_only)
+    before = Path(db9).read_bytes()
+    with pytest.raises(names.NamesUnavailable) as ei:
+        names.migrate(db9)
+    assert str(ei.value) == (f"{db9} is read-only for this user (attempt to write a readonly database): "
+                             "run as the database's owner (e.g. with sudo)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quota.db"]
+    assert Path(db9).read_bytes() == before
+
+
+def test_migrate_creates_a_file_only_when_asked(tmp_path):
+    db = str(tmp_path / "typo.db")
+    for kw in ({}, {"dry_run": True}):
+        with pytest.raises(names.NamesUnavailable) as ei:
+            names.migrate(db, **kw)
+        assert str(ei.value) == f"no database at {db} (create one with add_subkey_names_table.py --init --db {db})"
+        assert not os.path.exists(db)
+    res = names.migrate(db, create=True)
+    assert res.created_db and res.backup_path is None and tables(db) == ["_toolkit_migrations", "subkey_names"]
+
+
 def test_dry_run_reports_pending_steps_and_writes_nothing(db9, tmp_path):
     before = Path(db9).read_bytes()
     res = names.migrate(db9, dry_run=True)
@@ -346,8 +402,19 @@ def test_import_validates_every_row_before_writing(dbe, tmp_path):
         names.import_csv(dbe, csv_path)
     assert str(ei.value) == (
         f"--import {csv_path}: line 3: invalid email 'zulu-at-example.com': expected one address like "
-        "user@example.com (and 2 more, lines 4, 5); nothing was written")
+        "user@example.com (and 2 more: lines 4, 5); nothing was written")
     assert dump(dbe, "subkey_names") == before
+
+
+def test_import_error_with_one_other_bad_line(dbe, tmp_path):
+    csv_path = write(tmp_path / "bad.csv",
+                     "subkey,friendly_name\n"
+                     f"{SUBKEYS['charlie']},\n"
+                     f"{SUBKEYS['charlie']},Charlie\n"
+                     f"{SUBKEYS['alpha']},\n")
+    with pytest.raises(InputError) as ei:
+        names.import_csv(dbe, csv_path)
+    assert str(ei.value) == f"--import {csv_path}: line 2: friendly_name is empty (and 1 more: line 4); nothing was written"
 
 
 def test_import_needs_a_header(dbe, tmp_path):

@@ -134,23 +134,44 @@ def test_init_in_missing_directory_fails_with_one_line(tmp_path, capsys):
     db = str(tmp_path / "nodir" / "quota.db")
     rc, out, err = run(capsys, "--init", "--db", db)
     assert (rc, out) == (2, "")
-    assert err == f"error: cannot create {db}: directory {tmp_path / 'nodir'} does not exist\n"
+    assert err == f"add_subkey_names_table.py: error: cannot create {db}: directory {tmp_path / 'nodir'} does not exist\n"
     assert not (tmp_path / "nodir").exists()
 
 
-@pytest.mark.parametrize("argv", [
+WRITE_COMMANDS = [
+    ["--migrate"],
+    ["--migrate", "--dry-run"],
     ["--add", "--subkey", "k_1234567890", "--name", "N"],
     ["--remove", "--subkey", "k_1234567890"],
     ["--import", "names.csv"],
-])
-def test_write_commands_on_missing_database_fail_and_create_nothing(tmp_path, capsys, argv):
-    db = str(tmp_path / "missing.db")
+]
+
+
+@pytest.mark.parametrize("where", ["missing.db", "nodir/quota.db"])
+@pytest.mark.parametrize("argv", WRITE_COMMANDS)
+def test_write_commands_on_missing_database_fail_and_create_nothing(tmp_path, capsys, argv, where):
+    """A mistyped --db: --migrate no longer makes a new empty database; only --init creates.
+
+    In a missing directory --init could not create it either, so the message names the directory.
+    """
+    db = str(tmp_path / where)
     (tmp_path / "names.csv").write_text("subkey,friendly_name\nk_1234567890,N\n", encoding="utf-8")
     argv = [str(tmp_path / a) if a == "names.csv" else a for a in argv]
     rc, out, err = run(capsys, *argv, "--db", db)
     assert (rc, out) == (2, "")
-    assert err == f"error: no database at {db} (create one with add_subkey_names_table.py --init --db {db})\n"
-    assert not Path(db).exists()
+    why = (f"directory {tmp_path / 'nodir'} does not exist" if where.startswith("nodir/")
+           else f"create one with add_subkey_names_table.py --init --db {db}")
+    assert err == f"add_subkey_names_table.py: error: no database at {db} ({why})\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["names.csv"]
+
+
+def test_init_dry_run_on_missing_file_says_it_would_create_it(tmp_path, capsys):
+    db = str(tmp_path / "new.db")
+    rc, out, err = run(capsys, "--init", "--dry-run", "--db", db)
+    assert (rc, err) == (0, "")
+    assert out.splitlines()[0] == f"would create new database {db}"
+    assert [ln.split(":")[0] for ln in out.splitlines()[1:]] == ["would apply", "would apply"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_not_a_sqlite_file_is_one_line(tmp_path, capsys):
@@ -158,7 +179,7 @@ def test_not_a_sqlite_file_is_one_line(tmp_path, capsys):
     db.write_text("hello " * 200)
     for argv in (["--list"], ["--migrate"], ["--add", "--subkey", "k_123456789", "--name", "N"]):
         rc, out, err = run(capsys, *argv, "--db", str(db))
-        assert (rc, out, err) == (2, "", f"error: {db} is not a SQLite database\n")
+        assert (rc, out, err) == (2, "", f"add_subkey_names_table.py: error: {db} is not a SQLite database\n")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file modes")
@@ -215,7 +236,7 @@ def test_add_new_subkey_inserts_and_same_again_is_unchanged(dbe, capsys):
 def test_add_invalid_email_is_refused(dbe, capsys):
     rc, out, err = run(capsys, "--add", "--db", dbe, "--subkey", SUBKEYS["charlie"], "--name", "C", "--email", "EMAIL")
     assert (rc, out) == (2, "")
-    assert err == "error: invalid email 'EMAIL': expected one address like user@example.com\n"
+    assert err == "add_subkey_names_table.py: error: invalid email 'EMAIL': expected one address like user@example.com\n"
     assert count(dbe, "subkey_names") == 5
 
 
@@ -235,7 +256,7 @@ def test_remove(dbe, capsys):
     assert count(dbe, "subkey_names") == 4
     rc, out, err = run(capsys, "--remove", "--db", dbe, "--subkey", SUBKEYS["foxtrot_revoked"])
     assert (rc, out) == (1, "")
-    assert err == f"error: no name for subkey user_fox… in {dbe}; nothing removed\n"
+    assert err == f"add_subkey_names_table.py: error: no name for subkey user_fox… in {dbe}; nothing removed\n"
 
 
 LIST_TABLE = """\
@@ -281,7 +302,7 @@ def test_list_csv_and_json(dbe, capsys):
 def test_list_on_database_without_table_says_to_migrate(db9, capsys):
     rc, out, err = run(capsys, "--list", "--db", db9)
     assert (rc, out) == (2, "")
-    assert err == f"error: {db9} has no subkey_names table (run add_subkey_names_table.py --migrate)\n"
+    assert err == f"add_subkey_names_table.py: error: {db9} has no subkey_names table (run add_subkey_names_table.py --migrate)\n"
 
 
 def test_db_defaults_to_quota_db_path_then_credentials_env(dbe, tmp_path, monkeypatch, capsys):
@@ -350,7 +371,7 @@ def test_import_invalid_row_writes_nothing(dbe, tmp_path, capsys):
                  f"{SUBKEYS['zulu_unknown']},,\n", encoding="utf-8")
     rc, out, err = run(capsys, "--import", str(f), "--db", dbe)
     assert (rc, out) == (2, "")
-    assert err == f"error: --import {f}: line 3: friendly_name is empty; nothing was written\n"
+    assert err == f"add_subkey_names_table.py: error: --import {f}: line 3: friendly_name is empty; nothing was written\n"
     assert count(dbe, "subkey_names") == 5
 
 
@@ -376,7 +397,7 @@ def test_writer_holding_the_lock(dbe, capsys, journal_mode):
                            "--timeout", "0.5")
         waited = time.monotonic() - t0
         assert (rc, out) == (2, "")
-        assert err == (f"error: {dbe}: database is locked (waited 0.5 s to write; another process, normally the "
+        assert err == (f"add_subkey_names_table.py: error: {dbe}: database is locked (waited 0.5 s to write; another process, normally the "
                        "running service, holds the lock): stop it with `sudo systemctl stop oai-to-circuit` "
                        "and retry, or raise --timeout\n")
         assert 0.5 <= waited < 3.0
@@ -430,6 +451,36 @@ def test_migrate_under_lock_leaves_step_pending(db9, capsys):
     assert rows(db9, "SELECT name FROM sqlite_master WHERE type='table'") == [("usage",)]
     rc, out, _ = run(capsys, "--migrate", "--db", db9)
     assert rc == 0 and out.endswith(f"{db9}: schema is current\n")
+
+
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])
+def test_migrate_locked_leaves_no_backup_and_the_database_unchanged(db9, capsys, journal_mode):
+    """The backup is taken only under the write lock: retries against a busy service pile up no backups."""
+    holder = sqlite3.connect(db9, isolation_level=None)
+    assert holder.execute(f"PRAGMA journal_mode={journal_mode}").fetchone()[0] == journal_mode
+    before = Path(db9).read_bytes()
+    usage = rows(db9, "SELECT * FROM usage ORDER BY subkey, model")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("UPDATE usage SET requests = requests + 1")
+    try:
+        for _ in range(2):  # the operator retries
+            t0 = time.monotonic()
+            rc, out, err = run(capsys, "--migrate", "--db", db9, "--timeout", "1")
+            assert 1 <= time.monotonic() - t0 < 4
+            assert (rc, out) == (2, "")
+            assert err == (f"add_subkey_names_table.py: error: {db9}: database is locked (waited 1 s to write; another "
+                           "process, normally the running service, holds the lock): stop it with "
+                           "`sudo systemctl stop oai-to-circuit` and retry, or raise --timeout\n")
+            assert list(Path(db9).parent.glob("quota.db.backup-*")) == []
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert Path(db9).read_bytes() == before
+    assert rows(db9, "SELECT name FROM sqlite_master") == [("usage",), ("sqlite_autoindex_usage_1",)]
+    assert rows(db9, "SELECT * FROM usage ORDER BY subkey, model") == usage
+    rc, out, _ = run(capsys, "--migrate", "--db", db9)  # once the lock is free: one backup, then the steps
+    assert rc == 0 and out.endswith(f"{db9}: schema is current\n")
+    assert len(list(Path(db9).parent.glob("quota.db.backup-*"))) == 1
 
 
 def test_remove_under_an_exclusive_lock_is_the_locked_line_not_a_traceback(dbe, capsys):
