@@ -17,7 +17,8 @@ from oai_to_circuit.cli import NON_NEGATIVE, POSITIVE, POSITIVE_INT, ArgumentPar
 from oai_to_circuit.errors import ToolkitError
 
 EPILOG = """exit status: 0 every selected event delivered (or dry run done), 1 some events failed
-(they are in the dead-letter file; --replay FILE resends them), 2 usage or configuration error.
+(they are in the dead-letter file; --replay FILE resends them), 2 usage or configuration error,
+130 interrupted (Ctrl-C, SIGTERM: unconfirmed events go to the dead-letter file).
 Settings come from flags, then the environment, then credentials.env (--env-file, ./credentials.env,
 /etc/oai-to-circuit/credentials.env)."""
 
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--retry-for", type=NON_NEGATIVE, metavar="SECONDS", help="keep retrying a batch this long (default 300)")
     g.add_argument("--timeout", type=POSITIVE, metavar="SECONDS", help="HTTP timeout per request (default 10)")
     g.add_argument("--ack", action="store_true", help="use indexer acknowledgement (auto when HEC demands it)")
+    g.add_argument("--ack-timeout", type=POSITIVE, metavar="SECONDS",
+                   help="wait this long for an ack before resending the batch (default 120)")
     g.add_argument("--ca-bundle", metavar="PATH", help="CA bundle to verify HEC's certificate")
     g.add_argument("--check", action="store_true", help="test HEC health and the token, then exit")
     g = p.add_argument_group("output")

@@ -125,6 +125,8 @@ class BackfillReport:
     sent_to: Counter = field(default_factory=Counter)  # collectors the already-sent events went to
     maybe_sent: int = 0  # dead letters HEC may have received all the same (kept in flight in the ledger)
     replay_command: str = ""
+    doubles_path: Optional[str] = None  # the backfill_ids that may be in Splunk twice, one per line
+    renamed_since_sent: int = 0  # already-sent events whose friendly_name/email is not what was sent
 
     @property
     def exit_code(self) -> int:
@@ -206,6 +208,13 @@ class BackfillReport:
             out.append(f"delivered: {self.delivered}    failed: {self.failed}")
         if self.ledger_path:
             out.append(f"ledger:    {self.ledger_path} (index {self.index})")
+        if self.renamed_since_sent:
+            out.append(f"note:      {self.renamed_since_sent} of the events already sent went without the friendly_name/"
+                       "email subkey_names gives them now (names added or changed since). Splunk does not change"
+                       " indexed events: join today's names at search time (add_subkey_names_table.py --list"
+                       " --format csv > subkey_names.csv, upload it as a lookup, then | lookup subkey_names.csv"
+                       " subkey_sha256 AS subkey OUTPUT friendly_name email), or delete those events in Splunk"
+                       " and resend them with --force")
         elsewhere = {d: n for d, n in self.sent_to.items() if d and d != self.destination}
         if elsewhere:
             where = ", ".join(f"{n} to {d}" for d, n in sorted(elsewhere.items()))
@@ -213,12 +222,16 @@ class BackfillReport:
                        f" ({self.destination or 'none set'}). If that was a test HEC, send here too with --force"
                        " (or use another --ledger for trial runs)")
         if self.resent_after_crash:
-            out.append(f"note:      {len(self.resent_after_crash)} events were in flight when an earlier run stopped;"
-                       " they were sent again and may be doubled in Splunk")
+            out.append(f"note:      {len(self.resent_after_crash)} events were left unconfirmed by an earlier run (it"
+                       " stopped mid-delivery, or HEC never confirmed them); they were sent again and may be doubled")
         if self.maybe_doubled:
-            ids = ", ".join(self.maybe_doubled[:10]) + (" ..." if len(self.maybe_doubled) > 10 else "")
             out.append(f"doubles?:  {len(self.maybe_doubled)} events were resent after an ambiguous send"
-                       f" (timeout or lost ack) and may be in Splunk twice: {ids}")
+                       " (timeout or lost ack) and may be in Splunk twice")
+        if self.doubles_path:
+            n = len(set(self.maybe_doubled) | set(self.resent_after_crash))
+            out.append(f"           the backfill_id of each of those {n} is in {self.doubles_path}")
+            out.append(f"           find real doubles: index={self.index} backfill=true | stats count by backfill_id"
+                       " | where count > 1")
             out.append("           remove doubles in searches with: | dedup backfill_id")
         if self.dead_letter_path:
             why = "; ".join(f"{n} {w}" for w, n in self.dead_reasons.most_common(5))
@@ -246,6 +259,19 @@ class BackfillReport:
         elif self.t_min is not None and self.dry_run:
             out.append(f"time range: {display_utc(self.t_min)} .. {display_utc(self.t_max)}")
         return "\n".join(out)
+
+
+def _write_doubles(opts, report) -> Path:
+    """Every backfill_id this run may have put in Splunk twice, one per line, beside the dead letters."""
+    if opts.dead_letter_path:
+        dl = Path(opts.dead_letter_path)
+        path = dl.with_name(dl.stem + ".maybe-doubled.txt")
+    else:
+        path = default_dead_letter_path(report.run_id, "maybe-doubled", "txt")
+    ids = dict.fromkeys(report.resent_after_crash + report.maybe_doubled)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{i}\n" for i in ids), encoding="ascii")
+    return path
 
 
 def spl_quote(text: str) -> str:
@@ -276,9 +302,9 @@ class DeadLetters:
             self.fh = None
 
 
-def default_dead_letter_path(run_id: str) -> Path:
+def default_dead_letter_path(run_id: str, kind: str = "dead-letters", ext: str = "ndjson") -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    name = f"backfill-dead-letters-{stamp}-{run_id}.ndjson"
+    name = f"backfill-{kind}-{stamp}-{run_id}.{ext}"
     cwd = Path.cwd()
     if os.access(cwd, os.W_OK):
         return cwd / name
@@ -415,6 +441,8 @@ def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=N
         except InputError as exc:  # e.g. a truncated .gz found mid-run: what was sent is in the report
             report.fatal = str(exc)
     finally:
+        if not opts.dry_run and (report.maybe_doubled or report.resent_after_crash):
+            report.doubles_path = str(_write_doubles(opts, report))
         if table:
             table.close()
         ledger.close()
@@ -456,7 +484,7 @@ class _Seen:
                               (index, backfill_id)).fetchone()
         return ("inflight", self.run_id) if row else None
 
-    def mark_inflight(self, index: str, backfill_id: str) -> None:
+    def mark_inflight(self, index: str, backfill_id: str, names: Optional[str] = None) -> None:
         self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (index, backfill_id))
 
     def close(self) -> None:
@@ -477,6 +505,8 @@ def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on
         if seen and seen[0] == "delivered" and not opts.force:
             report.already_sent += 1
             report.sent_to[seen[2]] += 1
+            if seen[3] is not None and seen[3] != _names_sent(c.body):
+                report.renamed_since_sent += 1
             if opts.verbose:
                 log(f"skip {c.backfill_id} from {c.origin}: already delivered by an earlier run")
             if on_skip is not None:
@@ -487,9 +517,15 @@ def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on
             if opts.verbose:
                 log(f"resend {c.backfill_id} from {c.origin}: in flight when an earlier run stopped"
                     " (HEC may already have it)")
-        scratch.mark_inflight(opts.index, c.backfill_id)
+        scratch.mark_inflight(opts.index, c.backfill_id, _names_sent(c.body))
         report.selected_outcomes[c.outcome] += 1
         yield c
+
+
+def _names_sent(body: dict) -> str:
+    """What the ledger keeps of an event's names, to notice names added or changed after it went."""
+    e = body["event"]
+    return f"{e.get('friendly_name') or ''}\x1f{e.get('email') or ''}"
 
 
 def _account(report: BackfillReport, c: Candidate) -> None:
@@ -716,6 +752,7 @@ def make_hec(settings, args, stderr: TextIO):
         source=settings.source, verify=settings.verify_ssl, timeout=flag("timeout", 10.0),
         max_batch_bytes=flag("batch_bytes", 900_000), max_batch_events=flag("batch_size", 500),
         gzip=not flag("no_gzip", False), retry_for=flag("retry_for", 300.0), ack=True if flag("ack") else None,
+        ack_timeout=flag("ack_timeout", 120.0),
         max_eps=flag("max_eps"), verbose=flag("verbose", False), log=lambda m: print(m, file=stderr))
 
 

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     maybe_doubled INTEGER NOT NULL DEFAULT 0,
     updated_at    TEXT NOT NULL,
     destination   TEXT NOT NULL DEFAULT '',
+    names         TEXT,  -- friendly_name and email as sent (NULL: not recorded): names added later are noticed
     PRIMARY KEY (index_name, backfill_id)
 ) WITHOUT ROWID;
 """
@@ -68,6 +69,8 @@ class Ledger:
                 columns = {row[1] for row in self.db.execute("PRAGMA table_info(deliveries)")}
                 if "destination" not in columns:  # a ledger from before destinations were recorded
                     self.db.execute("ALTER TABLE deliveries ADD COLUMN destination TEXT NOT NULL DEFAULT ''")
+                if "names" not in columns:  # ... or before the names sent were
+                    self.db.execute("ALTER TABLE deliveries ADD COLUMN names TEXT")
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(f"ledger {self.path}: {exc} (choose another with --ledger PATH)") from None
 
@@ -82,27 +85,29 @@ class Ledger:
                               " (or give this run its own --ledger)") from None
 
     def lookup(self, index: str, backfill_id: str) -> Optional[tuple]:
-        """(state, run_id, destination) of an event, or None when this ledger has never seen it."""
+        """(state, run_id, destination, names) of an event, or None when this ledger has never seen it."""
         if self.db is None:
             return None
         try:
-            return self.db.execute("SELECT state, run_id, destination FROM deliveries WHERE index_name=? AND backfill_id=?",
-                                   (index, backfill_id)).fetchone()
+            return self.db.execute("SELECT state, run_id, destination, names FROM deliveries"
+                                   " WHERE index_name=? AND backfill_id=?", (index, backfill_id)).fetchone()
         except sqlite3.OperationalError as exc:
-            if "no such column" in str(exc):  # a read-only look at a ledger from before destinations
-                row = self.db.execute("SELECT state, run_id FROM deliveries WHERE index_name=? AND backfill_id=?",
-                                      (index, backfill_id)).fetchone()
-                return (*row, "") if row else None
+            if "no such column" in str(exc):  # a read-only look at a ledger from before destinations or names
+                cols = {row[1] for row in self.db.execute("PRAGMA table_info(deliveries)")}
+                dest = "destination" if "destination" in cols else "''"
+                return self.db.execute(f"SELECT state, run_id, {dest}, NULL FROM deliveries"
+                                       " WHERE index_name=? AND backfill_id=?", (index, backfill_id)).fetchone()
             if "no such table" in str(exc):
                 return None  # a read-only look at a ledger without the table yet
             raise
 
-    def mark_inflight(self, index: str, backfill_id: str) -> None:
+    def mark_inflight(self, index: str, backfill_id: str, names: Optional[str] = None) -> None:
         self.db.execute(
-            "INSERT INTO deliveries(index_name, backfill_id, state, run_id, updated_at, destination) VALUES (?,?,?,?,?,?) "
-            "ON CONFLICT(index_name, backfill_id) DO UPDATE SET state='inflight', run_id=excluded.run_id, "
-            "updated_at=excluded.updated_at, destination=excluded.destination",
-            (index, backfill_id, "inflight", self.run_id, _now(), self.destination))
+            "INSERT INTO deliveries(index_name, backfill_id, state, run_id, updated_at, destination, names)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT(index_name, backfill_id) DO UPDATE SET state='inflight',"
+            " run_id=excluded.run_id, updated_at=excluded.updated_at, destination=excluded.destination,"
+            " names=excluded.names",
+            (index, backfill_id, "inflight", self.run_id, _now(), self.destination, names))
 
     def mark_delivered(self, index: str, backfill_id: str, maybe_doubled: bool = False) -> None:
         # the row is there (marked in flight before the send): one UPDATE, the upsert only if not

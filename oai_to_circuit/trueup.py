@@ -624,14 +624,16 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
     log(f"sent to {settings.index} at {hosts}: delivered {report.delivered}, failed {report.failed}"
         + (f", already sent {report.already_sent}" if report.already_sent else "") + f" (ledger {report.ledger_path})")
     if report.resent_after_crash:
-        log(f"note: {len(report.resent_after_crash)} corrections were in flight when an earlier run stopped; "
+        log(f"note: {len(report.resent_after_crash)} corrections were left unconfirmed by an earlier run; "
             "they were sent again and may be doubled: search with | dedup backfill_id")
     if report.maybe_doubled:
         log(f"doubles?: {len(report.maybe_doubled)} corrections were resent after an ambiguous send; "
             "search with | dedup backfill_id")
+    if report.doubles_path:
+        log(f"           their backfill_ids are in {report.doubles_path}")
     if report.dead_letter_path:
         log(f"dead letters: {report.failed} corrections written to {report.dead_letter_path}; "
-            f"resend them with: python backfill_hec.py --replay {report.dead_letter_path}")
+            f"resend them with: {report.replay_command}")
     if report.fatal:
         log(f"STOPPED: {report.fatal}")
     if report.delivered:

@@ -29,12 +29,15 @@ def test_a_ledger_from_before_destinations_is_upgraded_and_read(tmp_path):
     con.commit()
     con.close()
     ro = Ledger(path, "peek", readonly=True)
-    assert ro.lookup("oai_circuit", "a") == ("delivered", "old", "")  # a dry run still sees it as sent
+    assert ro.lookup("oai_circuit", "a") == ("delivered", "old", "", None)  # a dry run still sees it as sent
     ro.close()
     rw = Ledger(path, "new", destination="splunk:8088")
-    assert rw.lookup("oai_circuit", "a") == ("delivered", "old", "")
+    assert rw.lookup("oai_circuit", "a") == ("delivered", "old", "", None)  # names sent: not recorded then
     rw.mark_delivered("oai_circuit", "b")
-    assert rw.lookup("oai_circuit", "b") == ("delivered", "new", "splunk:8088")
+    assert rw.lookup("oai_circuit", "b") == ("delivered", "new", "splunk:8088", None)
+    rw.mark_inflight("oai_circuit", "c", "Team Alpha\x1falpha@example.com")
+    rw.mark_delivered("oai_circuit", "c")
+    assert rw.lookup("oai_circuit", "c") == ("delivered", "new", "splunk:8088", "Team Alpha\x1falpha@example.com")
     rw.close()
 
 

@@ -158,3 +158,22 @@ def test_guide_snippet_reads_credentials_env_when_the_variables_are_not_exported
     with pytest.raises(ConfigError, match="^SPLUNK_HEC_URL is not set: set it in the environment or in"
                                           " credentials.env"):
         SplunkHEC(url=os.getenv("SPLUNK_HEC_URL"), token=os.getenv("SPLUNK_HEC_TOKEN"))
+
+
+def test_names_added_after_a_backfill_are_noticed_on_the_next_run(env, tmp_path, capsys, dbe):
+    """The guide's 'add names, then backfill' after the range went out without them: said, with the fix."""
+    j = e7_journal(tmp_path)
+    code, out, err = run(capsys, "--utc", j)  # no names database: events go with the names the service logged
+    assert code == 0, err
+    sent = {b["event"]["backfill_id"]: b["event"] for b in env.events}
+    code, out, err = run(capsys, "--utc", "--db", dbe, "--dry-run", "--force", "--output", "ndjson", j)
+    now = {b["event"]["backfill_id"]: b["event"] for b in map(json.loads, out.splitlines())}
+    assert now.keys() == sent.keys()
+    changed = sum((sent[i].get("friendly_name"), sent[i].get("email")) != (e.get("friendly_name"), e.get("email"))
+                  for i, e in now.items())
+    assert changed == 107  # the INFO run's events, rebuilt from summary lines, carry no names (charlie's none at all)
+    code, out, err = run(capsys, "--utc", "--db", dbe, j)
+    assert code == 0, err
+    assert len(env.events) == 319  # nothing resent
+    assert f"note:      {changed} of the events already sent went without the friendly_name/email" in err
+    assert "| lookup subkey_names.csv subkey_sha256 AS subkey OUTPUT friendly_name email" in err
