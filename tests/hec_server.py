@@ -6,6 +6,11 @@ whole when accepted; on a 400 carrying ``invalid-event-number`` N (codes 6, 12, 
 before N are stored, as Splunk indexes them; code 7 stores nothing. Faults are
 injected on demand and consumed, in order, by the next POSTs to the event endpoint.
 
+``sticky_cookie="AWSALB"`` puts it behind a cookie-sticky load balancer (like AWS ELB/ALB): a
+request without the cookie (or with an unknown one) lands on an indexer none of the earlier
+requests reached, and the reply sets the cookie for that indexer. Ack ids live on the indexer
+that took the data, so an ack query that lost the cookie is answered false, as Splunk would.
+
 Run alone for benchmarks:  python tests/hec_server.py --port 0 [--token T]
 It prints ``READY http://127.0.0.1:PORT`` and serves until SIGTERM/SIGINT, then prints a summary.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import http.cookies
 import json
 import signal
 import socket
@@ -116,6 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "HECServer/1.0"
     sys_version = ""
     timeout = 60  # idle keep-alive connections end eventually
+    _indexer, _set_cookie = "", None  # set per request by _route()
 
     # -- plumbing -------------------------------------------------------------------------
     def setup(self):
@@ -159,11 +166,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             for k, v in (extra_headers or {}).items():
                 self.send_header(k, v)
+            if self._set_cookie:
+                self.send_header("Set-Cookie", self._set_cookie)
             self.end_headers()
             self.wfile.write(body)
             self.wfile.flush()
         except OSError:  # the client gave up (timeout): nothing to tell it
             self.close_connection = True
+
+    def _route(self):
+        """The indexer the load balancer picks for this request ("" without ``sticky_cookie``)."""
+        hec = self.server.hec
+        self._set_cookie = None
+        if not hec.sticky_cookie:
+            return ""
+        jar = http.cookies.SimpleCookie()
+        try:
+            jar.load(self.headers.get("Cookie", ""))
+        except http.cookies.CookieError:
+            pass
+        morsel = jar.get(hec.sticky_cookie)
+        with hec._lock:
+            if morsel is not None and morsel.value in hec._indexers:
+                return morsel.value
+            indexer = uuid.uuid4().hex
+            hec._indexers.add(indexer)
+        self._set_cookie = f"{hec.sticky_cookie}={indexer}; Path=/"
+        return indexer
 
     def _channel(self, query):
         ch = self.headers.get("X-Splunk-Request-Channel")
@@ -193,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self, path, raw, gz, n_events, status, channel, fault=None):
         headers = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
         rec = {"path": path, "method": self.command, "gzip": gz, "bytes": len(raw), "events": n_events,
-               "status": status, "channel": channel, "headers": headers}
+               "status": status, "channel": channel, "headers": headers, "indexer": self._indexer}
         if fault:
             rec["fault"] = fault
         with self.server.hec._lock:
@@ -205,6 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"
         channel = self._channel(parse_qs(parts.query))
+        self._indexer = self._route()
         if path in HEALTH_PATHS:
             if hec._healthy:
                 status, payload = 200, {"text": "HEC is healthy", "code": 17}
@@ -221,6 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = parts.path.rstrip("/") or "/"
         query = parse_qs(parts.query)
         channel = self._channel(query)
+        self._indexer = self._route()
         raw = self._read_body()
         gz = self.headers.get("Content-Encoding", "").lower() == "gzip"
         if path in EVENT_PATHS:
@@ -297,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
             hec._store(objs)
             status, payload = 200, {"text": "Success", "code": 0}
             if hec.ack:
-                payload["ackId"] = hec._new_ack(channel)
+                payload["ackId"] = hec._new_ack(self._indexer, channel)
         except _Reply as r:
             status, payload = r.status, r.payload()
 
@@ -323,7 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise TypeError
             except (ValueError, TypeError, KeyError):
                 raise _Reply(400, 6, "Invalid data format")
-            status, payload = 200, {"acks": hec._query_acks(channel, ids)}
+            status, payload = 200, {"acks": hec._query_acks(self._indexer, channel, ids)}
         except _Reply as r:
             status, payload = r.status, r.payload()
         self._record(path, raw, gz, 0, status, channel)
@@ -349,7 +380,7 @@ class HECServer:
     """Splunk HEC on 127.0.0.1 that records every accepted event; a context manager."""
 
     def __init__(self, token=DEFAULT_TOKEN, *, indexes=None, ack=False, max_content_length=None, tls=None,
-                 host="127.0.0.1", port=0, store_events=True):
+                 host="127.0.0.1", port=0, store_events=True, sticky_cookie=None):
         self.token = token
         self.indexes = set(indexes) if indexes is not None else None
         self.ack = ack
@@ -357,6 +388,8 @@ class HECServer:
         self.tls = tls
         self.host, self.port = host, port
         self.store_events = store_events  # False: count only (benchmarks)
+        self.sticky_cookie = sticky_cookie  # the load balancer's stickiness cookie, e.g. "AWSALB"
+        self._indexers: set = set()  # the cookie values handed out: one indexer each
         self.events: list[dict] = []
         self.requests: list[dict] = []
         self.event_count = 0
@@ -365,8 +398,8 @@ class HECServer:
         self._healthy = True
         self._ack_delay = 0.0
         self._ack_never = False
-        self._ack_next: dict[str, int] = {}
-        self._ack_pending: dict[str, dict[int, float]] = {}
+        self._ack_next: dict[tuple, int] = {}  # (indexer, channel) -> next ackId
+        self._ack_pending: dict[tuple, dict[int, float]] = {}
         self._conns: set = set()
         self._stopping = threading.Event()
         self._tls_context = None
@@ -473,19 +506,20 @@ class HECServer:
             if self.store_events:
                 self.events.extend(objs)
 
-    def _new_ack(self, channel):
+    def _new_ack(self, indexer, channel):
+        key = (indexer, channel)
         with self._lock:
-            ack_id = self._ack_next.get(channel, 0)
-            self._ack_next[channel] = ack_id + 1
+            ack_id = self._ack_next.get(key, 0)
+            self._ack_next[key] = ack_id + 1
             ready = float("inf") if self._ack_never else time.monotonic() + self._ack_delay
-            self._ack_pending.setdefault(channel, {})[ack_id] = ready
+            self._ack_pending.setdefault(key, {})[ack_id] = ready
             return ack_id
 
-    def _query_acks(self, channel, ids):
+    def _query_acks(self, indexer, channel, ids):
         now = time.monotonic()
         out = {}
         with self._lock:
-            pending = self._ack_pending.get(channel, {})
+            pending = self._ack_pending.get((indexer, channel), {})
             for i in ids:
                 try:
                     key = int(i)
@@ -519,13 +553,15 @@ def main(argv=None):
     p.add_argument("--ack", action="store_true")
     p.add_argument("--index", action="append", help="accepted index (repeat); default: any")
     p.add_argument("--max-content-length", type=int)
+    p.add_argument("--sticky-cookie", help="behind a cookie-sticky load balancer: the cookie's name, e.g. AWSALB")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--store", action="store_true", help="keep events in memory (default: count only)")
     args = p.parse_args(argv)
     tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
     server = HECServer(args.token, indexes=args.index, ack=args.ack, max_content_length=args.max_content_length,
-                       tls=tls, host=args.host, port=args.port, store_events=args.store)
+                       tls=tls, host=args.host, port=args.port, store_events=args.store,
+                       sticky_cookie=args.sticky_cookie)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
     signal.signal(signal.SIGINT, lambda *a: done.set())

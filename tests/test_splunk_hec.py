@@ -279,6 +279,26 @@ def test_server_acks_per_channel_and_forgets_after_true():
         assert r.json() == {"text": "ACK is disabled", "code": 14}
 
 
+def test_server_behind_a_sticky_load_balancer_keeps_acks_on_the_cookies_indexer():
+    chan = "6b0a3f34-8e1c-4cf4-9d1b-1d3b7b2a9c10"
+    headers = dict(AUTH, **{"X-Splunk-Request-Channel": chan})
+    with HECServer(ack=True, sticky_cookie="AWSALB") as server:
+        ev, ack = server.url + "/services/collector/event", server.url + "/services/collector/ack"
+        r = requests.post(ev, data=b'{"event":1}', headers=headers)
+        assert r.json()["ackId"] == 0 and r.headers["Set-Cookie"].endswith("; Path=/")
+        indexer = r.cookies["AWSALB"]
+        sticky = dict(headers, Cookie=f"AWSALB={indexer}")
+        r = requests.post(ack, json={"acks": [0]}, headers=headers)  # no cookie: lands on another indexer
+        assert r.json() == {"acks": {"0": False}} and r.cookies["AWSALB"] != indexer
+        r = requests.post(ack, json={"acks": [0]}, headers=dict(headers, Cookie="AWSALB=unknown"))
+        assert r.json() == {"acks": {"0": False}} and r.cookies["AWSALB"] not in (indexer, "unknown")
+        r = requests.post(ack, json={"acks": [0]}, headers=sticky)
+        assert r.json() == {"acks": {"0": True}} and "Set-Cookie" not in r.headers
+    assert [e["event"] for e in server.events] == [1]
+    routes = [q["indexer"] for q in server.requests]
+    assert routes[0] == routes[3] == indexer and len(set(routes)) == 3
+
+
 def test_server_runs_as_a_process_and_summarises_on_sigterm():
     proc = subprocess.Popen([sys.executable, str(HERE / "hec_server.py"), "--port", "0", "--token", "tok"],
                             stdout=subprocess.PIPE, text=True)
