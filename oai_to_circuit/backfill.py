@@ -17,6 +17,7 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from functools import cached_property, lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, TextIO
 
@@ -484,6 +485,12 @@ class _Seen:
                               (index, backfill_id)).fetchone()
         return ("inflight", self.run_id) if row else None
 
+    def lookup_many(self, index: str, backfill_ids: list) -> dict:
+        marks = ",".join("?" * len(backfill_ids))
+        rows = self.db.execute(f"SELECT backfill_id FROM seen WHERE index_name=? AND backfill_id IN ({marks})",
+                               (index, *backfill_ids))
+        return {r[0]: ("inflight", self.run_id) for r in rows}
+
     def mark_inflight(self, index: str, backfill_id: str, names: Optional[str] = None) -> None:
         self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (index, backfill_id))
 
@@ -494,32 +501,58 @@ class _Seen:
 
 
 def _ledger_filter(cands, ledger: Ledger, scratch: Ledger, opts, report, log, on_skip=None) -> Iterator[Candidate]:
-    """Skip what an earlier run delivered and what this run already met (overlapping inputs)."""
-    for c in cands:
-        mine = scratch.lookup(opts.index, c.backfill_id) if scratch is not ledger else None
-        seen = ledger.lookup(opts.index, c.backfill_id)
-        if (mine or (seen and seen[1] == scratch.run_id)):
-            report.duplicates_in_input += 1
-            continue
-        report.selected += 1
-        if seen and seen[0] == "delivered" and not opts.force:
-            report.already_sent += 1
-            report.sent_to[seen[2]] += 1
-            if seen[3] is not None and seen[3] != _names_sent(c.body):
-                report.renamed_since_sent += 1
-            if opts.verbose:
-                log(f"skip {c.backfill_id} from {c.origin}: already delivered by an earlier run")
-            if on_skip is not None:
-                on_skip(c)
-            continue
-        if seen and seen[0] == "inflight":
-            report.resent_after_crash.append(c.backfill_id)
-            if opts.verbose:
-                log(f"resend {c.backfill_id} from {c.origin}: in flight when an earlier run stopped"
-                    " (HEC may already have it)")
-        scratch.mark_inflight(opts.index, c.backfill_id, _names_sent(c.body))
-        report.selected_outcomes[c.outcome] += 1
-        yield c
+    """Skip what an earlier run delivered and what this run already met (overlapping inputs).
+
+    The ledger is asked about LOOKUP_CHUNK candidates at a time (one query each, not one per event).
+    """
+    for chunk in _chunks(cands, LOOKUP_CHUNK):
+        ids = [c.backfill_id for c in chunk]
+        seen_by_id = ledger.lookup_many(opts.index, ids)
+        mine_by_id = scratch.lookup_many(opts.index, ids) if scratch is not ledger else {}
+        met: set = set()  # marked by this chunk: the prefetched answers predate those marks
+        for c in chunk:
+            if _filter_one(c, seen_by_id.get(c.backfill_id), mine_by_id.get(c.backfill_id), met,
+                           scratch, opts, report, log, on_skip) is not None:
+                yield c
+
+
+LOOKUP_CHUNK = 250
+
+
+def _chunks(items: Iterable, n: int) -> Iterator[list]:
+    it = iter(items)
+    while True:
+        chunk = list(islice(it, n))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _filter_one(c, seen, mine, met, scratch, opts, report, log, on_skip) -> Optional[Candidate]:
+    """The ledger's verdict on one candidate: None (skipped), or the candidate, marked in flight."""
+    if mine or c.backfill_id in met or (seen and seen[1] == scratch.run_id):
+        report.duplicates_in_input += 1
+        return None
+    report.selected += 1
+    if seen and seen[0] == "delivered" and not opts.force:
+        report.already_sent += 1
+        report.sent_to[seen[2]] += 1
+        if seen[3] is not None and seen[3] != _names_sent(c.body):
+            report.renamed_since_sent += 1
+        if opts.verbose:
+            log(f"skip {c.backfill_id} from {c.origin}: already delivered by an earlier run")
+        if on_skip is not None:
+            on_skip(c)
+        return None
+    if seen and seen[0] == "inflight":
+        report.resent_after_crash.append(c.backfill_id)
+        if opts.verbose:
+            log(f"resend {c.backfill_id} from {c.origin}: in flight when an earlier run stopped"
+                " (HEC may already have it)")
+    met.add(c.backfill_id)
+    scratch.mark_inflight(opts.index, c.backfill_id, _names_sent(c.body))
+    report.selected_outcomes[c.outcome] += 1
+    return c
 
 
 def _names_sent(body: dict) -> str:
@@ -588,7 +621,14 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
     ahead = max(1, min(int(getattr(hec, "max_batch_events", 500) or 500), 500))
     unsent: deque = deque()  # marked in flight, not yet handed to the HEC client
 
+    delivered_marks: list = []  # (backfill_id, maybe_doubled) accepted by HEC, written at the next commit
+
     def commit() -> None:
+        if delivered_marks:
+            if not db.in_transaction:
+                db.execute("BEGIN")
+            ledger.mark_delivered_many(opts.index, delivered_marks)
+            delivered_marks.clear()
         if db.in_transaction:
             db.execute("COMMIT")
 
@@ -630,9 +670,7 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
             if c is None:
                 continue
             if res.status == "delivered":
-                if not db.in_transaction:
-                    db.execute("BEGIN")
-                ledger.mark_delivered(opts.index, c.backfill_id, res.maybe_doubled)
+                delivered_marks.append((c.backfill_id, res.maybe_doubled))
                 report.delivered += 1
                 if res.maybe_doubled:
                     report.maybe_doubled.append(c.backfill_id)

@@ -101,6 +101,21 @@ class Ledger:
                 return None  # a read-only look at a ledger without the table yet
             raise
 
+    def lookup_many(self, index: str, backfill_ids: list) -> dict:
+        """{backfill_id: lookup()} for those of ``backfill_ids`` the ledger has: one query, not one per event."""
+        if self.db is None or not backfill_ids:
+            return {}
+        marks = ",".join("?" * len(backfill_ids))
+        try:
+            rows = self.db.execute(f"SELECT backfill_id, state, run_id, destination, names FROM deliveries"
+                                   f" WHERE index_name=? AND backfill_id IN ({marks})", (index, *backfill_ids))
+            return {r[0]: r[1:] for r in rows}
+        except sqlite3.OperationalError as exc:
+            if "no such column" in str(exc) or "no such table" in str(exc):  # an old ledger, read-only
+                found = ((i, self.lookup(index, i)) for i in backfill_ids)
+                return {i: row for i, row in found if row}
+            raise
+
     def mark_inflight(self, index: str, backfill_id: str, names: Optional[str] = None) -> None:
         self.db.execute(
             "INSERT INTO deliveries(index_name, backfill_id, state, run_id, updated_at, destination, names)"
@@ -122,6 +137,17 @@ class Ledger:
             "run_id=excluded.run_id, maybe_doubled=excluded.maybe_doubled, updated_at=excluded.updated_at, "
             "destination=excluded.destination",
             (index, backfill_id, "delivered", self.run_id, int(maybe_doubled), _now(), self.destination))
+
+    def mark_delivered_many(self, index: str, marks: list) -> None:
+        """mark_delivered for each (backfill_id, maybe_doubled): one statement for the lot."""
+        now = _now()
+        cur = self.db.executemany(
+            "UPDATE deliveries SET state='delivered', run_id=?, maybe_doubled=?, updated_at=?, destination=? "
+            "WHERE index_name=? AND backfill_id=?",
+            [(self.run_id, int(maybe), now, self.destination, index, bid) for bid, maybe in marks])
+        if cur.rowcount != len(marks):  # some had no in-flight row: the upsert, one by one (idempotent)
+            for bid, maybe in marks:
+                self.mark_delivered(index, bid, maybe)
 
     def forget(self, index: str, backfill_id: str) -> None:
         """The event failed for good (dead-lettered): it is not in flight any more."""
