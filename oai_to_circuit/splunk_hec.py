@@ -226,6 +226,17 @@ def _cert_problem(exc) -> Optional[str]:
     return None
 
 
+def _tls_reason(text: str) -> str:
+    """OpenSSL's own words from requests' nested SSLError text, and what they usually mean."""
+    m = re.search(r"\[SSL: ([A-Z_0-9]+)\] ([^(')\]]+)", text)
+    if not m:
+        return (text.splitlines() or ["handshake failed"])[0][:200]
+    code, words = m.group(1), m.group(2).strip()
+    if code in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
+        return f"{words}: the collector does not speak TLS on that port (HEC with SSL off wants http://)"
+    return words
+
+
 def _describe(exc: BaseException, timeout: float) -> tuple[str, bool]:
     """(one-line reason, whether the body may have reached HEC) for a requests exception."""
     names = _names(exc)
@@ -240,7 +251,7 @@ def _describe(exc: BaseException, timeout: float) -> tuple[str, bool]:
     if "NewConnectionError" in names:
         return "cannot connect", False
     if isinstance(exc, requests.exceptions.SSLError):
-        return "TLS error: " + (str(exc).splitlines() or ["handshake failed"])[0][:200], False
+        return "TLS error: " + _tls_reason(str(exc)), False
     if "RemoteDisconnected" in names or "ConnectionResetError" in names or "BrokenPipeError" in names:
         return "connection closed without a reply", True
     return f"{type(exc).__name__}: " + (str(exc).splitlines() or [""])[0][:200], True

@@ -205,6 +205,14 @@ def test_health_of_unreachable_collector():
         assert hec.check() == [f"http://127.0.0.1:{port}: cannot reach HEC: connection refused"]
 
 
+def test_https_to_a_plain_http_collector_says_what_is_wrong_in_one_line(hec_server):
+    """OpenSSL's WRONG_VERSION_NUMBER, not requests' nested retry text."""
+    url = hec_server.url.replace("http://", "https://")
+    with SplunkHEC(url, DEFAULT_TOKEN, retry_for=0) as hec:
+        assert hec.check() == [f"{url}: cannot reach HEC: TLS error: wrong version number: the collector does"
+                               " not speak TLS on that port (HEC with SSL off wants http://)"]
+
+
 def test_check_good_token_and_index_sends_no_event(hec_server):
     with SplunkHEC(hec_server.url, DEFAULT_TOKEN) as hec:
         assert hec.check() == []
