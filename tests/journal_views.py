@@ -54,3 +54,30 @@ def fixture(service: str) -> dict:
 
 def db_path(service: str) -> Path:
     return FIXTURES / f"quota-{service.split('-', 1)[1]}.db"
+
+
+def live_outcome(record: dict) -> str:
+    """What the service itself knew of one expected/ record's send: delivered (hec_accepted), or, for a
+    hec_failed record, uncertain when its client gave up waiting (a timeout: the body may have arrived,
+    and did, see receiver_saw_body) and failed otherwise (an HTTP error status, a refused connection)."""
+    cs = record.get("client_side")
+    if cs is None:
+        return "delivered"
+    if cs.get("outcome") == "exception" and "timeout" in cs.get("exc_type", "").lower():
+        return "uncertain"
+    return "failed"
+
+
+def names_by_hash(service: str) -> dict:
+    """subkey_names of the service's quota.db, keyed by the sha256: form the events carry:
+    (friendly_name, email or None: the service leaves an empty email out of the event)."""
+    import sqlite3
+
+    from oai_to_circuit.events import hash_subkey
+
+    con = sqlite3.connect(f"file:{db_path(service)}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT subkey, friendly_name, email FROM subkey_names").fetchall()
+    finally:
+        con.close()
+    return {hash_subkey(s): (n, e or None) for s, n, e in rows}

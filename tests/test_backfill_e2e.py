@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import backfill_hec
-from journal_views import FIXTURES, TOKEN, db_path, expected, fixture, journalctl_view
+from journal_views import FIXTURES, TOKEN, db_path, expected, fixture, journalctl_view, live_outcome, names_by_hash
 
 E7 = "service-e749b02"
 A9 = "service-9c7664e"
@@ -43,64 +44,117 @@ def key(ev):
             ev.get("total_tokens"))
 
 
-def assert_matches_expected(received, service):
-    """Every received event pairs with one expected payload: same identity, time within 0.01 s."""
-    accepted, failed = expected(service)
+def pair_with_expected(received, records):
+    """Pair every received body with one expected/ record: same identity (subkey hash, model, the three
+    token counts), time within 0.01 s of the payload's; none left over on either side. [(body, record)]"""
     pool = {}
-    for d in accepted + failed:
-        pool.setdefault(key(d["payload"]["event"]), []).append(d["payload"])
-    assert len(received) == len(accepted) + len(failed)
+    for d in records:
+        pool.setdefault(key(d["payload"]["event"]), []).append(d)
+    assert len(received) == len(records)
+    pairs = []
     for body in received:
         cands = pool.get(key(body["event"]))
         assert cands, f"unexpected event {key(body['event'])}"
-        best = min(cands, key=lambda p: abs(p["time"] - body["time"]))
-        assert abs(best["time"] - body["time"]) < 0.01
+        best = min(cands, key=lambda d: abs(d["payload"]["time"] - body["time"]))
+        assert abs(best["payload"]["time"] - body["time"]) < 0.01, (key(body["event"]), body["time"])
         cands.remove(best)
+        pairs.append((body, best))
     assert sum(len(v) for v in pool.values()) == 0
+    return pairs
 
 
-def names_by_hash(service):
-    from oai_to_circuit.events import hash_subkey
+def assert_matches_expected(received, service):
+    """Every received event pairs with one expected payload (accepted or failed): identity, time within 0.01 s."""
+    accepted, failed = expected(service)
+    return pair_with_expected(received, accepted + failed)
 
-    con = sqlite3.connect(db_path(service))
-    rows = con.execute("SELECT subkey, friendly_name, email FROM subkey_names").fetchall()
-    con.close()
-    return {hash_subkey(s): (n, e or None) for s, n, e in rows}
+
+def assert_live_send_flags(pairs):
+    """backfill_live_send says what the service saw of each event's own send: the timeouts uncertain."""
+    for body, rec in pairs:
+        assert body["event"]["backfill_live_send"] == live_outcome(rec), (key(body["event"]), rec["client_side"])
+
+
+def assert_names_as_in_quota_db(bodies, service):
+    """friendly_name/email exactly as subkey_names gives them for each subkey (by its sha256: form); a subkey
+    without a row, or an empty email, leaves the field out, as the live service does."""
+    names = names_by_hash(service)
+    for body in bodies:
+        ev = body["event"]
+        name, email = names.get(ev["subkey"], (None, None))
+        assert ev.get("friendly_name", None) == name, ev["subkey"]
+        assert ev.get("email", None) == email, ev["subkey"]
+        assert ("friendly_name" in ev) == (name is not None) and ("email" in ev) == (email is not None)
+
+
+def assert_the_319_of_e749b02(bodies):
+    """What HEC must receive from any view of e749b02's journal; returns the sorted backfill_ids."""
+    assert len(bodies) == 319
+    assert_matches_expected(bodies, E7)
+    assert_names_as_in_quota_db(bodies, E7)
+    # the figures of quota.db and the expected/ files themselves, so that a wrong table cannot pass
+    assert Counter(b["event"].get("friendly_name") for b in bodies) == {
+        "Team Alpha": 91, "Team Bravo": 61, "Delta Analytics": 49, "Équipe Écho": 43, None: 75}
+    assert sum("email" in b["event"] for b in bodies) == 91 + 49 + 43
+    for body in bodies:
+        ev = body["event"]
+        assert ev["backfill"] is True
+        assert body["index"] == "oai_circuit" and body["sourcetype"] == "llm:usage"
+        assert body["source"] == "oai-to-circuit" and body["host"] == "proxy-01"
+    ids = sorted(b["event"]["backfill_id"] for b in bodies)
+    assert len(set(ids)) == 319
+    return ids
+
+
+def send(env, capsys, src, *argv):
+    """A real run to the test's HEC, with a ledger of its own (so every run sends all it selects);
+    returns (bodies HEC received from this run, the report)."""
+    before = len(env.events)
+    ledger = Path.cwd() / f"ledger-{before}-{len(env.requests)}.db"
+    code, out, err = run(capsys, "--utc", "--ledger", ledger, *argv, src)
+    assert code == 0, err
+    assert TOKEN not in out + err
+    return env.events[before:], err
 
 
 def test_e749b02_short_sends_exactly_319_usage_events(env, capsys):
     src = FIXTURES / E7 / "journal.short.txt.gz"
     code, out, err = run(capsys, "--utc", "--db", db_path(E7), src)
     assert code == 0, err
-    assert len(env.events) == 319
-    assert_matches_expected(env.events, E7)
-    names = names_by_hash(E7)
-    for body in env.events:
-        ev = body["event"]
-        assert ev["backfill"] is True
-        assert body["index"] == "oai_circuit" and body["sourcetype"] == "llm:usage"
-        assert body["source"] == "oai-to-circuit" and body["host"] == "proxy-01"
-        name, email = names.get(ev["subkey"], (None, None))
-        assert ev.get("friendly_name") == name
-        assert ev.get("email") == email
-    assert len({b["event"]["backfill_id"] for b in env.events}) == 319
+    assert_the_319_of_e749b02(env.events)
+    assert_live_send_flags(assert_matches_expected(env.events, E7))
     assert Counter(b["event"]["backfill_live_send"] for b in env.events) == {"delivered": 264, "failed": 53,
                                                                             "uncertain": 2}
     assert "delivered: 319    failed: 0" in err
     assert TOKEN not in out + err
 
 
-def test_same_backfill_ids_from_json_and_iso_precise_views(env, capsys, tmp_path):
-    ids = {}
-    for view in ("short", "json", "short-iso-precise"):
-        src = journalctl_view(E7, view, tmp_path)
+def test_shipped_journal_json_sends_the_same_319_with_the_same_backfill_ids(env, capsys):
+    """The operator's own `journalctl -o json` extract (shipped, so no journalctl is needed), sent for real."""
+    short, _ = send(env, capsys, FIXTURES / E7 / "journal.short.txt.gz", "--db", db_path(E7))
+    bodies, err = send(env, capsys, FIXTURES / E7 / "journal.json.gz", "--db", db_path(E7))
+    assert "journalctl views seen: json;" in err
+    assert assert_the_319_of_e749b02(bodies) == assert_the_319_of_e749b02(short)
+    assert_live_send_flags(assert_matches_expected(bodies, E7))
+
+
+def test_short_iso_precise_view_sends_the_same_319_with_the_same_backfill_ids(env, capsys, tmp_path):
+    short, _ = send(env, capsys, FIXTURES / E7 / "journal.short.txt.gz", "--db", db_path(E7))
+    bodies, err = send(env, capsys, journalctl_view(E7, "short-iso-precise", tmp_path), "--db", db_path(E7))
+    assert "journalctl views seen: short-iso-precise;" in err
+    assert assert_the_319_of_e749b02(bodies) == assert_the_319_of_e749b02(short)
+    assert_live_send_flags(assert_matches_expected(bodies, E7))
+
+
+def test_regenerated_json_view_gives_the_same_bodies_as_the_shipped_one(env, capsys, tmp_path):
+    """journalctl --file service.journal -o json prints what the shipped journal.json.gz holds: same bodies."""
+    views = {}
+    for src in (FIXTURES / E7 / "journal.json.gz", journalctl_view(E7, "json", tmp_path)):
         code, out, err = run(capsys, "--utc", "--dry-run", "--output", "ndjson", "--db", db_path(E7), src)
         assert code == 0, err
-        bodies = [json.loads(line) for line in out.splitlines()]
-        assert len(bodies) == 319
-        assert_matches_expected(bodies, E7)
-        ids[view] = sorted(b["event"]["backfill_id"] for b in bodies)
-    assert ids["short"] == ids["json"] == ids["short-iso-precise"]
+        views[src] = sorted(out.splitlines())
+    a, b = views.values()
+    assert a == b and len(a) == 319
     assert env.requests == []  # dry runs send nothing
 
 
@@ -118,14 +172,17 @@ def test_other_zone_views_give_the_same_events(env, capsys, tmp_path):
 
 def test_only_failed_sends_the_55_failed_usage_events(env, capsys):
     src = FIXTURES / E7 / "journal.short.txt.gz"
-    code, out, err = run(capsys, "--utc", "--only-failed", "--db", db_path(E7), src)
-    assert code == 0, err
     _, failed = expected(E7)
     assert len(failed) == 55
-    assert len(env.events) == 55
-    got = Counter(key(b["event"]) for b in env.events)
-    assert got == Counter(key(d["payload"]["event"]) for d in failed)
-    # the two timeouts are flagged uncertain in the preview
+    # the failures as the service's client saw them: 42 HTTP 503, 11 refused, 2 timeouts HEC still got
+    assert Counter(live_outcome(d) for d in failed) == {"failed": 53, "uncertain": 2}
+    assert all(d["receiver_saw_body"] for d in failed if live_outcome(d) == "uncertain")
+    code, out, err = run(capsys, "--utc", "--only-failed", "--db", db_path(E7), src)
+    assert code == 0, err
+    pairs = pair_with_expected(env.events, failed)  # exactly the failed ones, by identity and time
+    assert_live_send_flags(pairs)
+    assert_names_as_in_quota_db(env.events, E7)
+    # the two timeouts are flagged uncertain in the preview too
     code, out, err = run(capsys, "--utc", "--only-failed", "--dry-run", src)
     rows = [line for line in out.splitlines()[1:]]
     assert len(rows) == 55
@@ -147,9 +204,14 @@ def test_9c7664e_raw_subkeys_are_hashed_186_and_34(env, capsys):
     assert {b["event"]["subkey"] for b in env.events} <= set(raw_to_hash.values())
     assert not any(b["event"]["subkey"] in raw_to_hash for b in env.events)  # no raw key leaves the host
     assert "no subkey_names" in err or "no database" in err  # names: one warning, then carry on
-    code, out, err = run(capsys, "--utc", "--only-failed", "--dry-run", "--output", "ndjson", "--ledger",
-                         "other-ledger.db", src)
-    assert code == 0 and len(out.splitlines()) == 34
+    assert_live_send_flags(assert_matches_expected(env.events, A9))
+    # --only-failed (another ledger, so nothing counts as already sent): exactly the 34 failed, by identity
+    # and time, the one timeout (era A logs it without any identity) uncertain
+    _, failed = expected(A9)
+    assert Counter(live_outcome(d) for d in failed) == {"failed": 33, "uncertain": 1}
+    bodies, err = send(env, capsys, src, "--only-failed")
+    assert_live_send_flags(pair_with_expected(bodies, failed))
+    assert {b["event"]["subkey"] for b in bodies} <= set(raw_to_hash.values())
 
 
 def test_dry_run_ndjson_prints_exactly_what_a_real_run_sends(env, capsys):
@@ -184,23 +246,95 @@ def test_overlapping_inputs_in_one_run_send_each_event_once(env, capsys):
     assert "319 events appeared more than once" in err
 
 
-def test_junk_input_never_crashes(env, capsys, tmp_path):
+def line_accounting(err):
+    """The report's line accounting: (lines read, usage-related, {skip reason: n}); a reason is named by its
+    words before any '(...)' explanation ('not usage-related', 'journalctl marker lines', ...)."""
+    read = int(re.search(r"^read:\s+(\d+) lines from", err, re.M).group(1))
+    m = re.search(r"^lines:\s+(\d+) usage-related \(read for events\); skipped: (.*)$", err, re.M)
+    assert m, err
+    skipped = Counter()
+    for part in m.group(2).split("; "):
+        n, why = part.split(" ", 1)
+        skipped[why.split(" (", 1)[0]] += int(n)
+    return read, int(m.group(1)), dict(skipped)
+
+
+SERVICE = b"Dec 03 18:23:31 proxy-01 oai-to-circuit[7245]: "
+
+
+def write_junk(path):
+    """Seeded random bytes, invalid UTF-8, NULs, 1 MB lines, journalctl markers, a blob line, a last line
+    without its newline. Returns what the report must count: (lines, usage-related, skipped by reason)."""
     rnd = random.Random(7)
-    junk = tmp_path / "junk.txt"
-    with open(junk, "wb") as fh:
-        for _ in range(200):
-            fh.write(bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 300))) + b"\n")
-        fh.write(b"\xff\xfe invalid utf-8 \xc3\x28 splunk_hec \x80\n")
-        fh.write(b"Dec 03 18:23:31 proxy-01 oai-to-circuit[7245]: " + b"x" * 1_000_000 + b"\n")
+    with open(path, "wb") as fh:
+        fh.write(b"-- Logs begin at Thu 2026-12-03 18:23:00 UTC, end at Thu 2026-12-03 18:30:00 UTC. --\n")
+        for i in range(300):  # none mentions the HEC client or starts like a marker or JSON line
+            while True:
+                line = rnd.randbytes(rnd.randrange(1, 400)).replace(b"\n", b"")
+                low = line.lower()
+                if line and line[:1] not in b"-[{" and b"hec" not in low and b"streaming" not in low \
+                        and b"blob" not in low:
+                    break
+            fh.write(line + b"\n")
+            if i == 150:
+                fh.write(b"-- Boot 5d1d8a2ce7db788bc055be299b0f4f87 --\n")
+        fh.write(SERVICE + b"INFO:     2026-12-03 18:23:31,278 - SpawnProcess-1[ 7249] - uvicorn.access - "
+                 b'10.0.0.1:5 - "POST /v1/chat/completions HTTP/1.1" 200\n')
+        fh.write(b"\xff\xfe invalid utf-8 \xc3\x28 splunk_hec \x80\x00\n")  # names the HEC client: read
+        fh.write(SERVICE + b"x" * 1_000_000 + b"\n")
+        fh.write(SERVICE + b"\xc3" * 500_000 + b" oai_to_circuit.splunk_hec " + b"\xa0" * 500_000 + b"\n")  # read
         fh.write(b'{"MESSAGE": [1, 2, 300], "__REALTIME_TIMESTAMP": "x"}\n')
-        fh.write(b"Dec 03 18:23:31 proxy-01 oai-to-circuit[7245]: [123B blob data]\n")
-    code, out, err = run(capsys, "--utc", "--dry-run", junk)
+        fh.write(SERVICE + b"[123B blob data]\n")
+        fh.write(b"-- Reboot --\n")
+        fh.write(b"\x00\x01\x02 no newline at the end")
+    return 310, 2, {"not usage-related": 300 + 4, "journalctl marker lines": 3, "[NNNB blob data] lines": 1}
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_junk_input_never_crashes_and_every_line_is_counted_once(env, capsys, tmp_path, monkeypatch, how):
+    import io
+
+    junk = tmp_path / "junk.txt"
+    lines, usage, skipped = write_junk(junk)
+    if how == "stdin":
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(junk.read_bytes())))
+    code, out, err = run(capsys, "--utc", "--dry-run", junk if how == "file" else "-")
     assert code == 0, err
     assert "Traceback" not in err
     assert "(no events selected)" in out
     assert "1 lines were stored as binary" in err
-    lines = sum(1 for _ in open(junk, "rb"))
-    assert f"read:      {lines} lines" in err
+    assert line_accounting(err) == (lines, usage, skipped)
+    assert usage + sum(skipped.values()) == lines
+
+
+# The extractor's own skips ("HEC lines in an unrecognised shape", "outcome lines whose event is not in the
+# input", "payload blocks cut off ...") are listed among the skipped lines although those lines are already
+# counted as usage-related (and a cut-off block counts once whatever its number of lines): the figures of
+# the "lines:" line then add up to more than the lines read.
+@pytest.mark.xfail(strict=True, reason="bug: lines the usage extractor ignores are counted twice in 'lines:'")
+@pytest.mark.parametrize("case", ["extract-begins-mid-event", "garbled-hec-lines"])
+def test_line_accounting_adds_up_when_the_extractor_skips_lines(env, capsys, tmp_path, case):
+    import gzip
+
+    src = tmp_path / f"{case}.txt"
+    if case == "extract-begins-mid-event":  # real journal from line 9000: its first outcome line has no event
+        lines = gzip.decompress((FIXTURES / E7 / "journal.short.txt.gz").read_bytes()).split(b"\n")
+        src.write_bytes(b"\n".join(lines[8999:]))
+    else:
+        app = SERVICE + b"INFO:     2026-12-03 18:23:31,278 - SpawnProcess-1[ 7249] - oai_to_circuit.splunk_hec - "
+        src.write_bytes(b"".join([
+            b"not the service\n",
+            app + b"[HEC EXPORT] garbage here\n",
+            app + "[HEC EXPORT] ✓ SUCCESS: subkey=sha256:0396fdc82504f0cc, model=gpt-4o\n".encode(),
+            app + b"[HEC EXPORT] Full HEC payload: {\n",
+            SERVICE + b'  "time": 1796322212.3,\n',
+            SERVICE + b'  "event": {\n',
+        ]))
+    code, out, err = run(capsys, "--utc", "--dry-run", src)
+    assert code == 0, err
+    read, usage, skipped = line_accounting(err)
+    assert read == sum(1 for _ in open(src, "rb"))
+    assert usage + sum(skipped.values()) == read, err.splitlines()[2]
 
 
 def test_missing_hec_url_is_one_clear_line_and_exit_2(env, capsys, monkeypatch):
