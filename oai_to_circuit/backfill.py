@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
@@ -143,11 +144,11 @@ class BackfillReport:
         out.append(f"read:      {r.lines} lines from {r.inputs} input(s), {r.bytes / 1e6:.1f} MB; "
                    f"journalctl views seen: {', '.join(sorted(r.formats)) or 'none'}"
                    + (f"; short-view times read in {self.zone_name}" if self.zone_name else ""))
-        skipped = dict(r.skipped)
-        skipped.update(self.extract.ignored)
         noise = r.lines - r.parsed - r.skipped_total
-        parts = [f"{noise} not usage-related"] + [f"{n} {why}" for why, n in sorted(skipped.items())]
+        parts = [f"{noise} not usage-related"] + [f"{n} {why}" for why, n in sorted(r.skipped.items())]
         out.append(f"lines:     {r.parsed} usage-related (read for events); skipped: " + "; ".join(parts))
+        if self.extract.ignored:  # among the usage-related lines: what made no event
+            out.append("ignored:   " + "; ".join(f"{n} {why}" for why, n in sorted(self.extract.ignored.items())))
         if r.blob_lines:
             out.append(f"warning:   {r.blob_lines} lines were stored as binary ('[NNNB blob data]') and cannot be read;"
                        " re-extract with 'journalctl -a' or '-o json'")
@@ -491,7 +492,7 @@ class _Seen:
                                (index, *backfill_ids))
         return {r[0]: ("inflight", self.run_id) for r in rows}
 
-    def mark_inflight(self, index: str, backfill_id: str, names: Optional[str] = None) -> None:
+    def mark_inflight(self, index: str, backfill_id: str, names: Optional[int] = None) -> None:
         self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (index, backfill_id))
 
     def close(self) -> None:
@@ -555,10 +556,11 @@ def _filter_one(c, seen, mine, met, scratch, opts, report, log, on_skip) -> Opti
     return c
 
 
-def _names_sent(body: dict) -> str:
-    """What the ledger keeps of an event's names, to notice names added or changed after it went."""
+def _names_sent(body: dict) -> int:
+    """What the ledger keeps of an event's names (a CRC-32: small rows), to notice names added or
+    changed after it went."""
     e = body["event"]
-    return f"{e.get('friendly_name') or ''}\x1f{e.get('email') or ''}"
+    return zlib.crc32(f"{e.get('friendly_name') or ''}\x1f{e.get('email') or ''}".encode("utf-8"))
 
 
 def _account(report: BackfillReport, c: Candidate) -> None:

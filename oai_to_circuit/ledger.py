@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     maybe_doubled INTEGER NOT NULL DEFAULT 0,
     updated_at    TEXT NOT NULL,
     destination   TEXT NOT NULL DEFAULT '',
-    names         TEXT,  -- friendly_name and email as sent (NULL: not recorded): names added later are noticed
+    names         INTEGER,  -- CRC-32 of friendly_name and email as sent (NULL: not recorded): later names are noticed
     PRIMARY KEY (index_name, backfill_id)
 ) WITHOUT ROWID;
 """
@@ -70,7 +70,7 @@ class Ledger:
                 if "destination" not in columns:  # a ledger from before destinations were recorded
                     self.db.execute("ALTER TABLE deliveries ADD COLUMN destination TEXT NOT NULL DEFAULT ''")
                 if "names" not in columns:  # ... or before the names sent were
-                    self.db.execute("ALTER TABLE deliveries ADD COLUMN names TEXT")
+                    self.db.execute("ALTER TABLE deliveries ADD COLUMN names INTEGER")
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(f"ledger {self.path}: {exc} (choose another with --ledger PATH)") from None
 
@@ -116,7 +116,7 @@ class Ledger:
                 return {i: row for i, row in found if row}
             raise
 
-    def mark_inflight(self, index: str, backfill_id: str, names: Optional[str] = None) -> None:
+    def mark_inflight(self, index: str, backfill_id: str, names: Optional[int] = None) -> None:
         self.db.execute(
             "INSERT INTO deliveries(index_name, backfill_id, state, run_id, updated_at, destination, names)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT(index_name, backfill_id) DO UPDATE SET state='inflight',"
