@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sqlite3
 import sys
 import tempfile
@@ -60,8 +61,6 @@ class BackfillOptions:
     replay_flags: str = ""              # flags a replay of this run's dead letters needs (--ledger, --env-file, ...)
 
     def replay_command(self, path) -> str:
-        import shlex
-
         return f"python backfill_hec.py --replay {shlex.quote(str(path))}{self.replay_flags}"
 
 
@@ -481,11 +480,6 @@ class _Seen:
                         "PRIMARY KEY (index_name, backfill_id)) WITHOUT ROWID")
         self.db.execute("BEGIN")
 
-    def lookup(self, index: str, backfill_id: str) -> Optional[tuple]:
-        row = self.db.execute("SELECT 1 FROM seen WHERE index_name=? AND backfill_id=?",
-                              (index, backfill_id)).fetchone()
-        return ("inflight", self.run_id) if row else None
-
     def lookup_many(self, index: str, backfill_ids: list) -> dict:
         marks = ",".join("?" * len(backfill_ids))
         rows = self.db.execute(f"SELECT backfill_id FROM seen WHERE index_name=? AND backfill_id IN ({marks})",
@@ -810,8 +804,6 @@ def _only_table_missing(db_path: str) -> bool:
 
 def _replay_flags(args) -> str:
     """The flags of this run that a replay of its dead letters must repeat to go the same way."""
-    import shlex
-
     flags = [("--ledger", args.ledger), ("--env-file", args.env_file), ("--index", args.index),
              ("--sourcetype", args.sourcetype), ("--ca-bundle", args.ca_bundle)]
     return "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in flags if v)
