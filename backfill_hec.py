@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--utc", action="store_true", help="the journal text was printed with --utc")
     g = p.add_argument_group("names and destination")
     g.add_argument("--db", metavar="PATH", help="quota.db with subkey_names (default QUOTA_DB_PATH)")
+    g.add_argument("--no-names", action="store_true", help="read no database: events go without friendly_name/email")
     g.add_argument("--env-file", metavar="PATH", help="credentials.env to read")
     g.add_argument("--index", help="Splunk index (default SPLUNK_INDEX, else oai_circuit)")
     g.add_argument("--sourcetype", help="sourcetype (default SPLUNK_SOURCETYPE, else llm:usage)")
@@ -87,11 +88,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("no input: pipe journalctl output in (< recent_logs.txt) or name the files")
     from oai_to_circuit.backfill import run_from_args
 
-    # systemd, timeout(1) and kill send SIGTERM: stop like Ctrl-C, so unconfirmed events are kept
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
-        else None
+    # SIGTERM (systemd, timeout(1), kill) and Ctrl-C: the first lets the POST on the wire finish, so
+    # nothing it carries is left unconfirmed, and reads no further; a second one stops at once (what
+    # was on its way goes to the dead letters, marked as possibly sent)
+    stop = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda signum, frame: _stop(stop))
     try:
-        return run_from_args(args)
+        return run_from_args(args, stop=stop)
     except ToolkitError as exc:
         print(f"backfill_hec.py: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -101,12 +107,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # e.g. the preview piped into head: what was sent is in the ledger
         return 1
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
+def _stop(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise KeyboardInterrupt
+    stop.set()
+    print("backfill_hec.py: stopping once the POST on the wire is answered (again to stop at once)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import shlex
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import zlib
@@ -59,6 +60,11 @@ class BackfillOptions:
     progress: Optional[bool] = None     # None: when stderr is a terminal
     destination: str = ""               # the collector(s), recorded in the ledger; "" = not configured
     replay_flags: str = ""              # flags a replay of this run's dead letters needs (--ledger, --env-file, ...)
+    stop: Optional[threading.Event] = None  # set on SIGTERM / Ctrl-C: finish the POST on the wire, read no more
+    date: Optional[str] = None          # --date as given (only its year is used)
+
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def replay_command(self, path) -> str:
         return f"python backfill_hec.py --replay {shlex.quote(str(path))}{self.replay_flags}"
@@ -128,9 +134,13 @@ class BackfillReport:
     replay_command: str = ""
     doubles_path: Optional[str] = None  # the backfill_ids that may be in Splunk twice, one per line
     renamed_since_sent: int = 0  # already-sent events whose friendly_name/email is not what was sent
+    stopped: str = ""  # "request": stopped on SIGTERM/Ctrl-C after the POST on the wire; "now": a second signal
+    date: Optional[str] = None  # --date, to say so when the events are from other days
 
     @property
     def exit_code(self) -> int:
+        if self.stopped:
+            return 130
         if self.fatal:
             return 2
         return 1 if self.failed else 0
@@ -171,7 +181,8 @@ class BackfillReport:
         elif r.lines and not found_total and not x.service_lines and not self.replay:
             out.append("WARNING:   no line of the service was recognised: is this journalctl output of"
                        " oai-to-circuit (journalctl -u oai-to-circuit)? At LOG_LEVEL=WARNING it logs no usage.")
-        out.append(f"found:     {found_total} events the service tried to send")
+        out.append(f"found:     {found_total} events " + ("in the replay file" if self.replay else
+                                                         "the service tried to send"))
         by_era = defaultdict(Counter)
         for (kind, era, outcome), n in self.found.items():
             by_era[(kind, era)][outcome] += n
@@ -201,19 +212,22 @@ class BackfillReport:
                        " --only-failed.")
         unsure = self.selected_outcomes.get("uncertain", 0)
         if unsure:
-            out.append(f"note:      {unsure} of the events to send timed out live: HEC may have indexed them then")
+            out.append(f"note:      {unsure} of the events to send timed out live: HEC may have indexed "
+                       f"{'it' if unsure == 1 else 'them'} then (a copy with backfill_live_send=uncertain)")
         verb = "would send" if self.dry_run else "to send"
         out.append(f"selected:  {self.selected} events; {self.already_sent} already sent by an earlier run"
                    f" (skipped; --force resends); {self.selected - self.already_sent} {verb}")
         if not self.dry_run:
             out.append(f"delivered: {self.delivered}    failed: {self.failed}")
         if self.ledger_path:
-            out.append(f"ledger:    {self.ledger_path} (index {self.index})")
+            new = " (no ledger yet: nothing was ever sent with it)" if self.dry_run and not os.path.exists(
+                self.ledger_path) else ""
+            out.append(f"ledger:    {self.ledger_path} (index {self.index}){new}")
         if self.renamed_since_sent:
             out.append(f"note:      {self.renamed_since_sent} of the events already sent went without the friendly_name/"
                        "email subkey_names gives them now (names added or changed since). Splunk does not change"
-                       " indexed events: join today's names at search time (add_subkey_names_table.py --list"
-                       " --format csv > subkey_names.csv, upload it as a lookup, then | lookup subkey_names.csv"
+                       " indexed events: join today's names at search time ((umask 077; add_subkey_names_table.py"
+                       " --list --format csv > subkey_names.csv), upload it as a lookup, then | lookup subkey_names.csv"
                        " subkey_sha256 AS subkey OUTPUT friendly_name email), or delete those events in Splunk"
                        " and resend them with --force")
         elsewhere = {d: n for d, n in self.sent_to.items() if d and d != self.destination}
@@ -243,6 +257,11 @@ class BackfillReport:
                            " ack, or a stop mid-POST): a replay names them as possible doubles")
         if self.fatal:
             out.append(f"STOPPED:   {self.fatal}")
+        if self.stopped:
+            how = "on request (SIGTERM or Ctrl-C)" if self.stopped == "request" else "at once (a second SIGTERM or Ctrl-C)"
+            done = f"{self.selected} events previewed" if self.dry_run else f"{self.delivered} events delivered"
+            out.append(f"STOPPED:   {how}: {done}, the rest of the input not read. Run the same command again to"
+                       " finish: the ledger skips what was delivered")
         if self.tokens:
             out.append("tokens by model and month (UTC) of the events "
                        + ("that would be sent:" if self.dry_run else "delivered:"))
@@ -259,6 +278,11 @@ class BackfillReport:
                        " | stats count sum(total_tokens) by model")
         elif self.t_min is not None and self.dry_run:
             out.append(f"time range: {display_utc(self.t_min)} .. {display_utc(self.t_max)}")
+        if self.date and self.t_min is not None and not (
+                display_utc(self.t_min)[:10] <= self.date <= display_utc(self.t_max)[:10]):
+            out.append(f"note:      --date {self.date} gave the short-view timestamps their year; the events are from"
+                       f" {display_utc(self.t_min)[:10]} .. {display_utc(self.t_max)[:10]} (UTC), not that day:"
+                       " to select days use --since/--until")
         return "\n".join(out)
 
 
@@ -420,6 +444,7 @@ def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=N
     report.destination = opts.destination
     report.zone_name = "" if opts.zone is None else str(opts.zone)
     report.replay = opts.replay
+    report.date = opts.date
     ledger_path = Path(opts.ledger_path) if opts.ledger_path else default_ledger_path()
     report.ledger_path = str(ledger_path)
     ledger = Ledger(ledger_path, run_id, readonly=opts.dry_run, destination=opts.destination)
@@ -439,8 +464,12 @@ def run_backfill(opts: BackfillOptions, *, hec=None, names=None, names_warning=N
     try:
         try:
             _run_stages(opts, cands, ledger, scratch, report, hec, log, stdout, output, table)
+            if opts.stopping():
+                report.stopped = "request"
         except InputError as exc:  # e.g. a truncated .gz found mid-run: what was sent is in the report
             report.fatal = str(exc)
+        except KeyboardInterrupt:  # a second signal: _send has put what was on its way in the dead letters
+            report.stopped = "now"
     finally:
         if not opts.dry_run and (report.maybe_doubled or report.resent_after_crash):
             report.doubles_path = str(_write_doubles(opts, report))
@@ -460,6 +489,8 @@ def _run_stages(opts, cands, ledger, scratch, report, hec, log, stdout, output, 
         for c in _ledger_filter(cands, ledger, scratch, opts, report, log, on_skip):
             _account(report, c)
             _emit(output, c, stdout, table, "send")
+            if opts.stopping():
+                break
     else:
         _send(cands, ledger, opts, report, hec, log, stdout, output, table)
 
@@ -635,12 +666,14 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
             db.execute("BEGIN")
             for c in filtered:
                 unsent.append(c)
-                if len(unsent) >= ahead:
+                if len(unsent) >= ahead or opts.stopping():
                     break
             commit()  # the in-flight marks: durable before any of these events is handed over
             if not unsent:
                 return
             while unsent:
+                if opts.stopping():  # read no further; what is left in `unsent` is forgotten below
+                    return
                 c = unsent[0]
                 pending[c.backfill_id] = c
                 unsent.popleft()
@@ -773,7 +806,7 @@ class _Progress:
 
 
 # -- the script's one entry point --------------------------------------------------------------
-def make_hec(settings, args, stderr: TextIO):
+def make_hec(settings, args, stderr: TextIO, stop: Optional[threading.Event] = None):
     """The SplunkHEC client the scripts' delivery flags describe (flags a script lacks: defaults)."""
     from .splunk_hec import SplunkHEC
 
@@ -786,8 +819,8 @@ def make_hec(settings, args, stderr: TextIO):
         source=settings.source, verify=settings.verify_ssl, timeout=flag("timeout", 10.0),
         max_batch_bytes=flag("batch_bytes", 900_000), max_batch_events=flag("batch_size", 500),
         gzip=not flag("no_gzip", False), retry_for=flag("retry_for", 300.0), ack=True if flag("ack") else None,
-        ack_timeout=flag("ack_timeout", 120.0),
-        max_eps=flag("max_eps"), verbose=flag("verbose", False), log=lambda m: print(m, file=stderr))
+        ack_timeout=flag("ack_timeout", 120.0), max_eps=flag("max_eps"), verbose=flag("verbose", False),
+        log=lambda m: print(m, file=stderr), stop=stop)
 
 
 def _only_table_missing(db_path: str) -> bool:
@@ -809,7 +842,8 @@ def _replay_flags(args) -> str:
     return "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in flags if v)
 
 
-def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> int:
+def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None,
+                  stop: Optional[threading.Event] = None) -> int:
     """Resolve settings from parsed ``backfill_hec.py`` arguments, run, print the report; exit code."""
     from .config import load_settings
     from .journal import parse_zone
@@ -838,7 +872,7 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
         output=args.output, reason=args.reason, index=settings.index, sourcetype=settings.sourcetype,
         source=settings.source, db_path=settings.db_path, ledger_path=args.ledger, force=args.force,
         replay=args.replay, dead_letter_path=args.dead_letter, progress=args.progress,
-        replay_flags=_replay_flags(args))
+        replay_flags=_replay_flags(args), stop=stop, date=args.date)
     if opts.since is not None and opts.until is not None and opts.since >= opts.until:
         raise ConfigError("--since must be before --until")
     for path in opts.inputs + ([opts.replay] if opts.replay else []):  # before anything is sent: no half run
@@ -857,22 +891,25 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
             raise
 
     names, warning = None, None
-    if not opts.replay and not args.check:
+    if args.no_names:
+        warning = "--no-names: events go without friendly_name/email"
+    elif not opts.replay and not args.check:
         from .names import NamesUnavailable, name_lookup
 
         try:
             names = name_lookup(opts.db_path)
         except NamesUnavailable as exc:
-            if args.db and not _only_table_missing(opts.db_path):
-                # a --db typed for this run that cannot be read: events sent without names could
-                # not be sent again with them (the ledger has them), so stop before anything goes
-                raise ConfigError(f"--db: {exc}; fix the path, or leave --db out to send without"
+            if "db_path" in settings.given and not _only_table_missing(opts.db_path):
+                # a database named for this run (--db, QUOTA_DB_PATH) that cannot be read: events sent
+                # without names could not be sent again with them (the ledger has them): stop first
+                where = "--db" if args.db else "QUOTA_DB_PATH"
+                raise ConfigError(f"{where}: {exc}; fix it, or give --no-names to send without"
                                   " friendly_name/email") from None
             warning = f"{exc}; events go without friendly_name/email"  # the report says it
     hec = None
     if args.check or not opts.dry_run:
         settings.require_hec()
-        hec = make_hec(settings, args, stderr)
+        hec = make_hec(settings, args, stderr, stop)
         if args.check:
             with hec:
                 problems = hec.check()

@@ -65,6 +65,7 @@ class Settings:
     db_path: str = DEFAULT_DB_PATH
     backfill_subkey: str = DEFAULTS["BACKFILL_SUBKEY"]
     env_file: Optional[str] = None  # the file actually read, if any
+    given: frozenset = frozenset()  # the settings a flag, the environment or the file set (the rest: defaults)
     warnings: list = field(default_factory=list)  # for the CLI to print (the library never prints)
 
     def require_hec(self) -> None:
@@ -126,21 +127,26 @@ def load_settings(
             except PermissionError:
                 continue
     values = {}
+    given = set()
     for attr, key in _KEYS.items():
         v = environ.get(key)
         if v is None or v == "":
             v = file_values.get(key)
         if v is None or v == "":
             v = DEFAULTS[key]
+        else:
+            given.add(attr)
         values[attr] = v
     for attr, v in (overrides or {}).items():
         if v is not None:
             values[attr] = v
+            given.add(attr)
     if isinstance(values["verify_ssl"], str):
         values["verify_ssl"] = parse_bool_or_path(values["verify_ssl"])
     names = {f.name for f in fields(Settings)}
     s = Settings(**{k: v for k, v in values.items() if k in names})
     s.env_file = used_file
+    s.given = frozenset(given)
     if used_file and file_values.get("SPLUNK_HEC_TOKEN"):
         try:
             mode = Path(used_file).stat().st_mode & 0o777

@@ -14,6 +14,7 @@ import random
 import re
 import socket
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -226,6 +227,9 @@ def _cert_problem(exc) -> Optional[str]:
     return None
 
 
+NOT_TLS = "the collector does not speak TLS on that port"
+
+
 def _tls_reason(text: str) -> str:
     """OpenSSL's own words from requests' nested SSLError text, and what they usually mean."""
     m = re.search(r"\[SSL: ([A-Z_0-9]+)\] ([^(')\]]+)", text)
@@ -233,7 +237,7 @@ def _tls_reason(text: str) -> str:
         return (text.splitlines() or ["handshake failed"])[0][:200]
     code, words = m.group(1), m.group(2).strip()
     if code in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
-        return f"{words}: the collector does not speak TLS on that port (HEC with SSL off wants http://)"
+        return f"{words}: {NOT_TLS} (HEC with SSL off wants http://)"
     return words
 
 
@@ -265,7 +269,7 @@ class SplunkHEC:
                  retry_for=300.0, ack=None, ack_timeout=120.0, max_eps=None, dry_run=False, verbose=False,
                  log: Optional[Callable[[str], None]] = None, session: Optional[requests.Session] = None,
                  sleep=time.sleep, backoff_base=0.5, backoff_cap=30.0, ack_poll_interval=0.5, ack_poll_max=5.0,
-                 max_in_flight=8):
+                 max_in_flight=8, stop: Optional[threading.Event] = None):
         if not url or not token:  # e.g. url=os.getenv("SPLUNK_HEC_URL") unset: credentials.env, as the scripts read it
             from .config import load_settings
 
@@ -301,6 +305,9 @@ class SplunkHEC:
         self.verbose = verbose
         self._log_fn = log
         self._sleep = sleep
+        # a stop request (SIGTERM, Ctrl-C) ends retry and rate-limit waits at once; the POST on the wire finishes
+        self.stop = stop
+        self._wait = stop.wait if stop is not None and sleep is time.sleep else sleep
         self.backoff_base, self.backoff_cap = float(backoff_base), float(backoff_cap)
         self.ack_poll_interval, self.ack_poll_max = float(ack_poll_interval), float(ack_poll_max)
         self.max_in_flight = max(1, int(max_in_flight))
@@ -308,7 +315,7 @@ class SplunkHEC:
         self._ack_on = ack is True
         self._active = 0  # index in self.urls of the collector in use
         self._batch_bytes = self.max_batch_bytes  # lowered after a 413
-        self._bucket = _Bucket(max_eps, sleep) if max_eps else None
+        self._bucket = _Bucket(max_eps, self._wait) if max_eps else None
         self._random = random.Random()
         self._last_retry_note = float("-inf")
         self._posting = None   # the batch whose POST is on the wire
@@ -639,6 +646,8 @@ class SplunkHEC:
                     raise self._fatal(f"TLS certificate verification failed for {_base(url)}: {cert}; "
                                       "set SPLUNK_VERIFY_SSL to the CA bundle path") from None
                 reason, maybe_sent = _describe(exc, self.timeout)
+                if NOT_TLS in reason:  # a setting, not an outage: retrying would only wait --retry-for
+                    raise self._fatal(f"{_base(url)}: {reason}; check SPLUNK_HEC_URL") from None
                 if maybe_sent:
                     b.doubled = True
                 if self.verbose:
@@ -686,7 +695,9 @@ class SplunkHEC:
                 left = max(0.0, deadline - now)
                 self._log(f"HEC not accepting yet: {last_reason}; retrying in {delay:.1f}s "
                           f"(gives up in {left:.0f}s, --retry-for)")
-            self._sleep(delay)
+            self._wait(delay)
+            if self.stop is not None and self.stop.is_set():
+                return "exhausted", f"not sent: the run was stopped while HEC was not accepting: {last_reason}", url
 
     def _raise_if_fatal(self, reply: _Reply, url: str, b: _Batch) -> None:
         base = _base(url)

@@ -81,3 +81,12 @@ def names_by_hash(service: str) -> dict:
     finally:
         con.close()
     return {hash_subkey(s): (n, e or None) for s, n, e in rows}
+
+
+def nameless_db(tmp_dir: Path) -> str:
+    """A copy of the 9c7664e service's quota.db, which predates subkey_names: the backfill warns once and
+    sends without names, whatever this machine has at /var/lib/oai-to-circuit/quota.db."""
+    p = tmp_dir / "nameless" / "quota.db"
+    p.parent.mkdir(exist_ok=True)
+    shutil.copyfile(FIXTURES / "quota-9c7664e.db", p)
+    return str(p)

@@ -58,8 +58,13 @@ def test_sigterm_while_hec_is_down_keeps_every_event_and_cries_no_wolf(hec_serve
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     (dead,) = tmp_path.glob("backfill-dead-letters-*.ndjson")
-    n = len(dead.read_text().splitlines())
-    assert f"interrupted: {n} events on their way to HEC, not confirmed, were written to {dead}" in err
+    import json
+
+    letters = [json.loads(x) for x in dead.read_text().splitlines()]
+    assert len(letters) == 319 and not any(d["maybe_sent"] for d in letters)  # one batch, never reached HEC
+    assert {d["reason"] for d in letters} == {"not sent: the run was stopped while HEC was not accepting:"
+                                              " connection refused (http://127.0.0.1:1)"}
+    assert "STOPPED:   on request (SIGTERM or Ctrl-C): 0 events delivered, the rest of the input not read." in err
     import sqlite3
 
     ledger = sqlite3.connect(tmp_path / "oai-to-circuit" / "backfill-ledger.db")
@@ -74,8 +79,31 @@ def test_sigterm_while_hec_is_down_keeps_every_event_and_cries_no_wolf(hec_serve
     assert len(hec_server.events) == 319
 
 
+def test_one_sigterm_mid_post_waits_for_the_answer_so_nothing_is_doubled(hec_server, tmp_path):
+    """The first SIGTERM lets the POST on the wire finish: its events are delivered, not 'maybe sent'."""
+    src = FIXTURES / "service-e749b02" / "journal.short.txt.gz"
+    env = dict(os.environ, SPLUNK_HEC_URL=hec_server.url, SPLUNK_HEC_TOKEN=TOKEN, XDG_STATE_HOME=str(tmp_path))
+    hec_server.delay_next(2)  # stores the first batch, answers 2 s later
+    cmd = [sys.executable, str(SCRIPT), "--utc", "--no-progress", "--batch-size", "100", str(src)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(hec_server.events) < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert len(hec_server.events) == 100
+    assert "STOPPED:   on request (SIGTERM or Ctrl-C): 100 events delivered, the rest of the input not read." in err
+    assert not list(tmp_path.glob("backfill-dead-letters-*.ndjson"))  # nothing was left unconfirmed
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "100 already sent by an earlier run" in again.stderr and "may be doubled" not in again.stderr
+    assert Counter(Counter(b["event"]["backfill_id"] for b in hec_server.events).values()) == {1: 319}
+
+
 def test_stopped_mid_post_the_events_hec_may_hold_are_kept_in_flight_and_named_on_replay(hec_server, tmp_path):
-    """SIGTERM while HEC holds the body but has not answered: dead letters say maybe_sent, replay names doubles."""
+    """Two SIGTERMs while HEC holds the body but has not answered: dead letters say maybe_sent, replay names
+    doubles."""
     import json
 
     src = FIXTURES / "service-e749b02" / "journal.short.txt.gz"
@@ -89,9 +117,12 @@ def test_stopped_mid_post_the_events_hec_may_hold_are_kept_in_flight_and_named_o
         time.sleep(0.02)
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # the second: at once
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert len(hec_server.events) == 100
+    assert "STOPPED:   at once (a second SIGTERM or Ctrl-C): 0 events delivered" in err
     (dead,) = tmp_path.glob("backfill-dead-letters-*.ndjson")
     letters = [json.loads(x) for x in dead.read_text().splitlines()]
     assert len(letters) == 100 and all(d["maybe_sent"] for d in letters)

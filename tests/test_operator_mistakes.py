@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 import backfill_hec
-from journal_views import FIXTURES, TOKEN, db_path
+from journal_views import FIXTURES, TOKEN, db_path, nameless_db
 
 E7 = "service-e749b02"
 
@@ -23,7 +23,7 @@ def env(tmp_path, monkeypatch, hec_server):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("SPLUNK_HEC_URL", hec_server.url)
     monkeypatch.setenv("SPLUNK_HEC_TOKEN", TOKEN)
-    monkeypatch.setenv("QUOTA_DB_PATH", str(tmp_path / "no-such-dir" / "quota.db"))
+    monkeypatch.setenv("QUOTA_DB_PATH", nameless_db(tmp_path))
     monkeypatch.delenv("SPLUNK_INDEX", raising=False)
     return hec_server
 
@@ -41,19 +41,28 @@ def e7_journal(tmp_path):
     return p
 
 
-def test_a_mistyped_db_stops_the_run_before_anything_is_sent(env, tmp_path, capsys):
+def test_a_mistyped_db_stops_the_run_before_anything_is_sent(env, tmp_path, capsys, monkeypatch):
     """Sent without names, the events could not be sent again with them: the ledger has them."""
     typo = tmp_path / "qouta.db"
     code, out, err = run(capsys, "--utc", "--db", typo, e7_journal(tmp_path))
     assert code == 2
-    assert err == (f"backfill_hec.py: error: --db: no database at {typo}; fix the path, or leave --db out"
-                   " to send without friendly_name/email\n")
+    assert err == (f"backfill_hec.py: error: --db: no database at {typo}; fix it, or give --no-names to send"
+                   " without friendly_name/email\n")
     assert env.events == [] and env.requests == []
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
     code, out, err = run(capsys, "--utc", "--dry-run", "--db", junk, e7_journal(tmp_path))
-    assert (code, err) == (2, f"backfill_hec.py: error: --db: {junk} is not a SQLite database; fix the path,"
-                              " or leave --db out to send without friendly_name/email\n")
+    assert (code, err) == (2, f"backfill_hec.py: error: --db: {junk} is not a SQLite database; fix it, or give"
+                              " --no-names to send without friendly_name/email\n")
+    monkeypatch.setenv("QUOTA_DB_PATH", str(typo))  # the same slip in the environment or credentials.env
+    code, out, err = run(capsys, "--utc", e7_journal(tmp_path))
+    assert (code, err) == (2, f"backfill_hec.py: error: QUOTA_DB_PATH: no database at {typo}; fix it, or give"
+                              " --no-names to send without friendly_name/email\n")
+    assert env.events == [] and env.requests == []
+    code, out, err = run(capsys, "--utc", "--no-names", e7_journal(tmp_path))
+    assert code == 0, err
+    assert len(env.events) == 319
+    assert "names:     --no-names: events go without friendly_name/email" in err
 
 
 def test_a_db_without_the_names_table_is_a_warning_and_the_run_goes_on(env, tmp_path, capsys):
@@ -177,3 +186,44 @@ def test_names_added_after_a_backfill_are_noticed_on_the_next_run(env, tmp_path,
     assert len(env.events) == 319  # nothing resent
     assert f"note:      {changed} of the events already sent went without the friendly_name/email" in err
     assert "| lookup subkey_names.csv subkey_sha256 AS subkey OUTPUT friendly_name email" in err
+
+
+def test_https_to_a_plain_http_collector_stops_at_once_with_exit_2(env, tmp_path, capsys, monkeypatch):
+    """A setting, not an outage: no five minutes of retries; every event kept for the replay."""
+    monkeypatch.setenv("SPLUNK_HEC_URL", env.url.replace("http://", "https://"))
+    code, out, err = run(capsys, "--utc", e7_journal(tmp_path))
+    assert code == 2
+    assert ("STOPPED:   " + env.url.replace("http://", "https://") + ": TLS error: wrong version number: the collector"
+            " does not speak TLS on that port (HEC with SSL off wants http://); check SPLUNK_HEC_URL") in err
+    assert "retrying" not in err
+    assert env.events == []
+    (dead,) = tmp_path.glob("backfill-dead-letters-*.ndjson")
+    assert len(dead.read_text().splitlines()) == 319
+    monkeypatch.setenv("SPLUNK_HEC_URL", env.url)
+    code, out, err = run(capsys, "--replay", dead)
+    assert code == 0, err
+    assert len({b["event"]["backfill_id"] for b in env.events}) == len(env.events) == 319
+
+
+def test_a_date_from_another_month_is_said_to_give_the_year_only(env, tmp_path, capsys):
+    j = e7_journal(tmp_path)
+    code, out, err = run(capsys, "--utc", "--dry-run", "--date", "2026-01-15", j)
+    assert code == 0, err
+    assert ("note:      --date 2026-01-15 gave the short-view timestamps their year; the events are from"
+            " 2026-12-03 .. 2026-12-03 (UTC), not that day: to select days use --since/--until") in err
+    assert "ledger:    " + str(tmp_path / "state" / "oai-to-circuit" / "backfill-ledger.db") + \
+        " (index oai_circuit) (no ledger yet: nothing was ever sent with it)" in err
+    assert "note:      2 of the events to send timed out live: HEC may have indexed them then" in err
+    code, out, err = run(capsys, "--utc", "--dry-run", "--date", "2026-12-03", j)
+    assert "--date 2026-12-03 gave" not in err
+
+
+def test_a_replay_reports_what_the_file_held(env, tmp_path, capsys):
+    j = e7_journal(tmp_path)
+    code, out, err = run(capsys, "--utc", "--dry-run", "--output", "ndjson", "--only-failed", j)
+    preview = tmp_path / "failed.ndjson"
+    preview.write_text(out)
+    code, out, err = run(capsys, "--replay", preview)
+    assert code == 0, err
+    assert "found:     55 events in the replay file" in err
+    assert len(env.events) == 55
