@@ -134,6 +134,8 @@ class BackfillReport:
     replay_command: str = ""
     doubles_path: Optional[str] = None  # the backfill_ids that may be in Splunk twice, one per line
     renamed_since_sent: int = 0  # already-sent events whose friendly_name/email is not what was sent
+    with_email: int = 0  # of the named events
+    unnamed: Counter = field(default_factory=Counter)  # subkey (sha256: form) -> events without a name
     stopped: str = ""  # "request": stopped on SIGTERM/Ctrl-C after the POST on the wire; "now": a second signal
     date: Optional[str] = None  # --date, to say so when the events are from other days
 
@@ -203,7 +205,13 @@ class BackfillReport:
         if self.names_warning:
             out.append(f"names:     {self.names_warning}")
         else:
-            out.append(f"names:     friendly_name joined on {self.named} of {self.selected} events")
+            line = f"names:     friendly_name joined on {self.named} of {self.selected} events ({self.with_email} with email)"
+            if self.unnamed:
+                keys = ", ".join(f"{k} ({n} events)" for k, n in self.unnamed.most_common(5))
+                more = f" and {len(self.unnamed) - 5} more" if len(self.unnamed) > 5 else ""
+                line += (f"; no name for {len(self.unnamed)} subkey{'s' if len(self.unnamed) > 1 else ''}: {keys}{more}"
+                         " (python check_and_setup_names.py prints the --add commands)")
+            out.append(line)
         live = self.selected_outcomes.get("delivered", 0)
         if live:
             out.append(f"note:      {live} of the events to send already reached Splunk live: the backfill adds a"
@@ -354,6 +362,9 @@ def journal_candidates(opts: BackfillOptions, report: BackfillReport, names, log
                              names=names, reason=opts.reason)
         if "friendly_name" in body["event"]:
             report.named += 1
+            report.with_email += "email" in body["event"]
+        elif names is not None and len(report.unnamed) < 1000:  # bounded, whatever the input holds
+            report.unnamed[str(body["event"].get("subkey"))] += 1
         if opts.verbose:
             e = body["event"]
             log(f"event {e['backfill_id']} from {rec.source}:{rec.line_no}: {rec.kind} era {rec.era},"

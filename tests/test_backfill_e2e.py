@@ -464,7 +464,7 @@ def test_guide_scenario_3_migrate_add_names_then_backfill(env, capsys, tmp_path)
     named = [b["event"] for b in env.events if b["event"]["subkey"] in want]
     assert named and all((e["friendly_name"], e.get("email")) == want[e["subkey"]] for e in named)
     assert sum("friendly_name" in b["event"] for b in env.events) == len(named)
-    assert f"friendly_name joined on {len(named)} of 186 events" in err
+    assert f"friendly_name joined on {len(named)} of 186 events (" in err
 
 
 def test_busy_hec_is_retried_and_every_event_lands_once(env, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from collections import Counter
 
 import pytest
 
@@ -227,3 +228,16 @@ def test_a_replay_reports_what_the_file_held(env, tmp_path, capsys):
     assert code == 0, err
     assert "found:     55 events in the replay file" in err
     assert len(env.events) == 55
+
+
+def test_the_report_names_the_subkeys_that_went_without_a_name(env, tmp_path, capsys, dbe):
+    code, out, err = run(capsys, "--utc", "--dry-run", "--output", "ndjson", "--db", dbe, e7_journal(tmp_path))
+    assert code == 0, err
+    events = [json.loads(line)["event"] for line in out.splitlines()]
+    unnamed = Counter(e["subkey"] for e in events if "friendly_name" not in e)
+    assert len(unnamed) == 1  # svc_charlie: no row in subkey_names
+    ((key, n),) = unnamed.items()
+    named = sum("friendly_name" in e for e in events)
+    emails = sum("email" in e for e in events)
+    assert (f"names:     friendly_name joined on {named} of 319 events ({emails} with email); no name for 1 subkey:"
+            f" {key} ({n} events) (python check_and_setup_names.py prints the --add commands)") in err
