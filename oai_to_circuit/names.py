@@ -13,7 +13,9 @@ everything here is written for a database somebody else is writing to:
 * a migration that changes anything first takes a backup with SQLite's backup API (consistent
   under a writing service, WAL included), once it holds the write lock, so a locked database
   leaves no backup behind; a backup of a migration that then changed nothing is removed;
-* only --init creates a database file: a mistyped --db must not become a new empty quota.db.
+* only --init creates a database file, or makes one of a 0-byte file: a mistyped --db must not
+  become a new empty quota.db;
+* a name another subkey has, or a subkey without usage, is saved with a warning, never refused.
 
 The library raises :class:`~oai_to_circuit.errors.ToolkitError` subclasses; only a script's
 ``main()`` turns them into one line on stderr and an exit code.
@@ -45,6 +47,9 @@ SERVICE_TABLES = ("usage", "monthly_usage", "key_lifecycle")
 STOP_SERVICE = "sudo systemctl stop oai-to-circuit"
 MIGRATE_HINT = "run add_subkey_names_table.py --migrate"
 NOT_SERVICE_DB = "it has no usage or monthly_usage table"
+MANAGE_PROG = "add_subkey_names_table.py"  # the scripts' names, for their warning lines
+CHECK_PROG = "check_and_setup_names.py"
+USAGE_CHECK_TIMEOUT = 2.0  # the advisory after --add waits at most this long for a read, then says nothing
 ELLIPSIS_TABLE = "\u2026"  # shown in tables (one column wide)
 ELLIPSIS_ASCII = "..."  # used in csv/json, which stay plain ASCII around the data
 SHORT_LEN = 8
@@ -119,6 +124,7 @@ class MigrationResult:
     applied: list = field(default_factory=list)  # step names applied (or that would be, dry run)
     backup_path: Optional[str] = None
     dry_run: bool = False
+    was_empty: bool = False  # --init on an existing 0-byte file: nothing to back up
 
     @property
     def changed(self) -> bool:
@@ -130,6 +136,11 @@ class UpsertResult:
     action: str  # inserted | updated | unchanged
     row: NameRow
     changed_fields: tuple = ()
+    warnings: list = field(default_factory=list)  # one line each, without the "<script>: warning: " prefix
+
+    @property
+    def name_written(self) -> bool:
+        return self.action == "inserted" or "friendly_name" in self.changed_fields
 
 
 @dataclass
@@ -138,6 +149,7 @@ class ImportResult:
     updated: int = 0
     unchanged: int = 0
     dry_run: bool = False
+    warnings: list = field(default_factory=list)  # one line each, without the "<script>: warning: " prefix
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -272,6 +284,25 @@ def _no_database(db_path: str) -> NamesUnavailable:
         return NamesUnavailable(f"no database at {db_path} (directory {parent} does not exist)")
     return NamesUnavailable(
         f"no database at {db_path} (create one with add_subkey_names_table.py --init --db {shlex.quote(db_path)})")
+
+
+def _is_empty_file(db_path: str) -> bool:
+    """0 bytes and no -wal content. (A live WAL database is never 0 bytes: switching to WAL writes the header.)"""
+    try:
+        return (os.path.isfile(db_path) and os.path.getsize(db_path) == 0
+                and not (os.path.isfile(db_path + "-wal") and os.path.getsize(db_path + "-wal") > 0))
+    except OSError:
+        return False  # whatever it is, opening it says so
+
+
+def _refuse_empty(db_path: str) -> None:
+    """A 0-byte file (what ``touch`` with a typo leaves) is not the service's database: only --init
+    may turn it into one."""
+    if not _is_empty_file(db_path):
+        return
+    raise NamesUnavailable(
+        f"{db_path} is empty (0 bytes), so it is not the service's database (check --db); "
+        f"to create a new database there, run add_subkey_names_table.py --init --db {shlex.quote(db_path)}")
 
 
 def _ro_uri(db_path: str) -> str:
@@ -523,10 +554,14 @@ def migrate(
 ) -> MigrationResult:
     """Apply the pending steps, each in its own transaction with its record; back up first if any.
 
-    ``create`` (--init only): a missing database file may be created (only in an existing directory);
-    otherwise a missing file is refused, so a mistyped path never becomes a new empty database.
+    ``create`` (--init only): a missing database file may be created (only in an existing directory),
+    and an existing 0-byte file becomes a database; otherwise both are refused, so a mistyped path
+    never becomes a new empty database.
     """
     result = MigrationResult(db_path=db_path, dry_run=dry_run)
+    if not create:
+        _refuse_empty(db_path)
+    result.was_empty = _is_empty_file(db_path)
     if dry_run:
         if not os.path.exists(db_path):
             if not create:
@@ -551,13 +586,14 @@ def migrate(
 
     conn, created = connect_rw(db_path, timeout, create=create)
     result.created_db = created
+    backup = backup and not created and not result.was_empty  # an empty file has nothing to keep
     try:
         try:
             pend = pending_steps(conn, steps)
         except sqlite3.Error as exc:
             raise _translate(exc, db_path, timeout, writing=False) from None
         for step in pend:
-            if _apply_step(conn, step, db_path, timeout, result if backup and not created else None):
+            if _apply_step(conn, step, db_path, timeout, result if backup else None):
                 result.applied.append(step.name)
     except BaseException as exc:
         if result.backup_path and not result.applied:  # nothing changed: the backup would only pile up
@@ -640,6 +676,54 @@ def _get_row(conn: sqlite3.Connection, subkey: str) -> Optional[NameRow]:
     return NameRow(*r) if r else None
 
 
+def _fold_name(name: Optional[str]) -> str:
+    """Names compared the way a reader of Splunk or the check would: trimmed, case-insensitive."""
+    return unicodedata.normalize("NFKC", (name or "").strip()).casefold()
+
+
+def name_clash_warning(subkey: str, name: str, names_by_subkey: dict) -> Optional[str]:
+    """One line when other subkeys already have ``name`` (trimmed, case-insensitive), else None.
+
+    Two keys of one team may share a name, so this warns and never refuses.
+    """
+    folded = _fold_name(name)
+    others = sorted(sk for sk, n in names_by_subkey.items() if sk != subkey and _fold_name(n) == folded)
+    if not others:
+        return None
+    named = ", ".join(
+        f"{shorten(sk)} {hash_subkey(sk)}" + (f" (as {names_by_subkey[sk]!r})" if names_by_subkey[sk] != name else "")
+        for sk in others)
+    return (f"friendly name {name!r} of {shorten(subkey)} {hash_subkey(subkey)} is also the name of {named}: "
+            f"Splunk and the check tell them apart only by sha256")
+
+
+def _names_by_subkey(conn: sqlite3.Connection) -> dict:
+    return dict(conn.execute(f"SELECT subkey, friendly_name FROM {TABLE}"))
+
+
+def usage_warning(db_path: str, subkey: str, timeout: float = DEFAULT_TIMEOUT) -> Optional[str]:
+    """After a committed --add: one line when the service's usage tables exist and none has ``subkey``.
+
+    Read-only and advisory: it waits at most USAGE_CHECK_TIMEOUT, and says nothing when the file has
+    no usage tables (not the service's database) or cannot be read right now.
+    """
+    try:
+        conn = connect_ro(db_path, min(timeout, USAGE_CHECK_TIMEOUT))
+    except NamesError:
+        return None
+    try:
+        tables = [t for t in ("usage", "monthly_usage") if _table_exists(conn, t)]
+        if not tables or any(
+                conn.execute(f"SELECT 1 FROM {t} WHERE subkey=? LIMIT 1", (subkey,)).fetchone() for t in tables):
+            return None
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return (f"subkey {shorten(subkey)} {hash_subkey(subkey)} has no usage in {db_path} "
+            f"(no rows in {' or '.join(tables)}): a typo or a placeholder? The name was saved; --remove takes it out")
+
+
 def _upsert_in_txn(conn, subkey, name, email, description, now) -> UpsertResult:
     """Insert, or update only the fields given (not None). '' for email/description clears it."""
     old = _get_row(conn, subkey)
@@ -700,7 +784,12 @@ def upsert_name(
     conn, _ = connect_rw(db_path, timeout)
     try:
         with _WriteTxn(conn, db_path, timeout):
-            return _upsert_in_txn(conn, subkey, name, email, description, _now_utc())
+            res = _upsert_in_txn(conn, subkey, name, email, description, _now_utc())
+            if res.name_written:
+                clash = name_clash_warning(subkey, res.row.friendly_name, _names_by_subkey(conn))
+                if clash:
+                    res.warnings.append(clash)
+            return res
     finally:
         conn.close()
 
@@ -708,6 +797,7 @@ def upsert_name(
 def remove_name(db_path: str, subkey: str, *, timeout: float = DEFAULT_TIMEOUT) -> NameRow:
     """Delete one subkey's name. Raises SubkeyNotFound (exit 1) when it has none."""
     subkey = validate_subkey(subkey)
+    _refuse_empty(db_path)
     conn, _ = connect_rw(db_path, timeout)
     try:
         if not _table_exists(conn, TABLE):
@@ -807,14 +897,26 @@ def import_csv(
     """Validate every row, then upsert them all in ONE transaction. Empty cells keep stored values."""
     rows = read_import_csv(path)
     result = ImportResult(dry_run=dry_run)
+
+    def note_clash(r: ImportRow, names_by_subkey: dict) -> None:
+        """A row whose friendly_name is written: warn if another subkey has it (rows before it included)."""
+        clash = name_clash_warning(r.subkey, r.friendly_name, names_by_subkey)
+        if clash:
+            result.warnings.append(f"--import {path}: line {r.line}: {clash}")
+        names_by_subkey[r.subkey] = r.friendly_name
+
     if dry_run:
+        _refuse_empty(db_path)
         conn = connect_ro(db_path, timeout)
         try:
             existing = {r.subkey: r for r in _read_rows(conn)} if _table_exists(conn, TABLE) else {}
         finally:
             conn.close()
+        names_by_subkey = {sk: r.friendly_name for sk, r in existing.items()}
         for r in rows:
             old = existing.get(r.subkey)
+            if old is None or r.friendly_name != old.friendly_name:
+                note_clash(r, names_by_subkey)
             if old is None:
                 result.inserted += 1
             elif (r.friendly_name != old.friendly_name
@@ -829,9 +931,12 @@ def import_csv(
     try:
         now = _now_utc()
         with _WriteTxn(conn, db_path, timeout):
+            names_by_subkey = _names_by_subkey(conn)
             for r in rows:
                 res = _upsert_in_txn(conn, r.subkey, r.friendly_name, r.email, r.description, now)
                 setattr(result, res.action, getattr(result, res.action) + 1)
+                if res.name_written:
+                    note_clash(r, names_by_subkey)
     finally:
         conn.close()
     return result
@@ -965,6 +1070,9 @@ def _manage(
         r = res.row
         detail = f" ({', '.join(res.changed_fields)})" if res.action == "updated" else ""
         print(f"{res.action}: {shorten(r.subkey)} {r.subkey_sha256} {_name_line(r)}{detail}", file=out)
+        no_usage = usage_warning(db_path, r.subkey, timeout)  # committed already: a read-only look
+        for warning in res.warnings + ([no_usage] if no_usage else []):
+            print(f"{MANAGE_PROG}: warning: {warning}", file=err)
         return 0
     if action == "remove":
         r = remove_name(db_path, subkey, timeout=timeout)
@@ -993,6 +1101,8 @@ def _manage(
         res = import_csv(db_path, import_path, timeout=timeout, dry_run=dry_run, backup=backup, err=err)
         verb = "would import" if dry_run else "imported"
         print(f"{verb} {import_path}: {res.inserted} inserted, {res.updated} updated, {res.unchanged} unchanged", file=out)
+        for warning in res.warnings:
+            print(f"{MANAGE_PROG}: warning: {warning}", file=err)
         return 0
     raise InvalidName(f"unknown action {action!r}")
 
@@ -1004,7 +1114,7 @@ def _print_migration(res: MigrationResult, out: TextIO) -> None:
         if not res.applied:
             print(f"{res.db_path}: already up to date; nothing would change", file=out)
             return
-        if not res.created_db:
+        if not res.created_db and not res.was_empty:
             print(f"would back up {res.db_path} first (unless --no-backup)", file=out)
         for name in res.applied:
             step = next(s for s in MIGRATIONS if s.name == name)
@@ -1261,6 +1371,8 @@ def interactive_setup(
             break
         res = upsert_name(db_path, k.subkey, name, email or None, timeout=timeout, backup=backup, err=err)
         print(f"saved: {shorten(k.subkey)} {k.subkey_sha256} {_name_line(res.row)}", file=err)
+        for warning in res.warnings:
+            print(f"{CHECK_PROG}: warning: {warning}", file=err)
         saved += 1
     return saved
 

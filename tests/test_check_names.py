@@ -218,3 +218,15 @@ def test_sqlite_file_without_usage_tables_is_not_the_service_db_exit_1(tmp_path,
     assert out.splitlines()[-1] == "result: not the service's database"
     assert db.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+def test_interactive_name_another_key_has_is_saved_with_a_warning(dbe):
+    answers = iter(["Team Alpha", ""])
+    err = io.StringIO()
+    assert names.interactive_setup(dbe, input_fn=lambda prompt: next(answers), err=err) == 1
+    assert err.getvalue().splitlines() == [
+        "saved: svc_char… sha256:dba1633cbab71a89 Team Alpha",
+        "check_and_setup_names.py: warning: friendly name 'Team Alpha' of svc_char… sha256:dba1633cbab71a89 is also"
+        " the name of team_alp… sha256:0396fdc82504f0cc: Splunk and the check tell them apart only by sha256",
+    ]
+    assert names.name_lookup(dbe)[SUBKEYS["charlie"]] == names.Name("Team Alpha", None, None)

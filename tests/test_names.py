@@ -506,3 +506,64 @@ def test_interactive_setup_saves_answers_from_input_fn(dbe):
         "saved: svc_char… sha256:dba1633cbab71a89 Charlie Service <charlie@example.com>",
     ]
     assert names.name_lookup(dbe)[SUBKEYS["charlie"]] == names.Name("Charlie Service", "charlie@example.com", None)
+
+
+# --------------------------------------------------------------------------- operator trial: clashes, empty file, no usage
+
+
+def test_name_clash_warning_trimmed_case_insensitive_others_only():
+    stored = {"k_one_aaaaaaaa": "Team Alpha", "k_two_bbbbbbbb": " team ALPHA ", "k_three_cccc": "Équipe Écho"}
+    assert names.name_clash_warning("k_one_aaaaaaaa", "Team Alpha", {"k_one_aaaaaaaa": "Team Alpha"}) is None
+    assert names.name_clash_warning("k_new_dddddddd", "Team Beta", stored) is None
+    assert names.name_clash_warning("k_new_dddddddd", "Team Alpha", stored) == (
+        f"friendly name 'Team Alpha' of k_new_dd… {hash_subkey('k_new_dddddddd')} is also the name of "
+        f"k_one_aa… {hash_subkey('k_one_aaaaaaaa')}, k_two_bb… {hash_subkey('k_two_bbbbbbbb')} (as ' team ALPHA '): "
+        "Splunk and the check tell them apart only by sha256")
+    assert names.name_clash_warning("k_new_dddddddd", "ÉQUIPE ÉCHO", stored).startswith(
+        f"friendly name 'ÉQUIPE ÉCHO' of k_new_dd… {hash_subkey('k_new_dddddddd')} is also the name of k_three_… ")
+
+
+def test_upsert_returns_the_clash_and_writes_the_row(dbe):
+    res = names.upsert_name(dbe, SUBKEYS["charlie"], "team alpha")
+    assert res.action == "inserted" and res.name_written
+    assert res.warnings == [
+        "friendly name 'team alpha' of svc_char… sha256:dba1633cbab71a89 is also the name of team_alp… "
+        "sha256:0396fdc82504f0cc (as 'Team Alpha'): Splunk and the check tell them apart only by sha256"]
+    assert names.name_lookup(dbe)[SUBKEYS["charlie"]].friendly_name == "team alpha"
+    assert names.upsert_name(dbe, SUBKEYS["charlie"], email="c@example.com").warnings == []
+
+
+def test_migrate_refuses_a_0_byte_file_unless_init(tmp_path):
+    db = tmp_path / "quota.db"
+    db.touch()
+    message = (f"{db} is empty (0 bytes), so it is not the service's database (check --db); "
+               f"to create a new database there, run add_subkey_names_table.py --init --db {db}")
+    for kw in ({}, {"dry_run": True}):
+        with pytest.raises(names.NamesUnavailable) as ei:
+            names.migrate(str(db), **kw)
+        assert (str(ei.value), ei.value.exit_code) == (message, 2)
+    for call in (lambda: names.upsert_name(str(db), "your_key", "N"),
+                 lambda: names.remove_name(str(db), "your_key")):
+        with pytest.raises(names.NamesUnavailable) as ei:
+            call()
+        assert str(ei.value) == message
+    assert db.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["quota.db"]
+    res = names.migrate(str(db), create=True)
+    assert (res.created_db, res.was_empty, res.backup_path) == (False, True, None)
+    assert tables(str(db)) == ["_toolkit_migrations", "subkey_names"]
+
+
+def test_usage_warning_is_advisory_and_never_waits_long(dbe):
+    assert names.usage_warning(dbe, SUBKEYS["charlie"]) is None
+    assert names.usage_warning(dbe, "your_key") == (
+        f"subkey your_key sha256:217f57bb0b160477 has no usage in {dbe} (no rows in usage or monthly_usage): "
+        "a typo or a placeholder? The name was saved; --remove takes it out")
+    holder = sqlite3.connect(dbe, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # rollback-journal mode: even readers wait
+    try:
+        t0 = time.monotonic()
+        assert names.usage_warning(dbe, "your_key", timeout=0.2) is None  # could not look: says nothing
+        assert time.monotonic() - t0 < 2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -496,3 +496,148 @@ def test_remove_under_an_exclusive_lock_is_the_locked_line_not_a_traceback(dbe, 
     err = capsys.readouterr().err
     assert rc == 2 and "database is locked" in err and "systemctl stop oai-to-circuit" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- operator trial: warnings, empty file
+
+
+def test_add_a_name_another_subkey_has_warns_once_and_saves_it(dbe, capsys):
+    """Two keys of one team may share a name: accepted, but said, with the other key's short and sha256 forms."""
+    rc, out, err = run(capsys, "--add", "--db", dbe, "--subkey", SUBKEYS["charlie"], "--name", "Team Alpha")
+    assert (rc, out) == (0, "inserted: svc_char… sha256:dba1633cbab71a89 Team Alpha\n")
+    assert err == ("add_subkey_names_table.py: warning: friendly name 'Team Alpha' of svc_char… sha256:dba1633cbab71a89"
+                   " is also the name of team_alp… sha256:0396fdc82504f0cc: Splunk and the check tell them apart only"
+                   " by sha256\n")
+    assert rows(dbe, "SELECT friendly_name FROM subkey_names WHERE subkey=?", SUBKEYS["charlie"]) == [("Team Alpha",)]
+    assert count(dbe, "subkey_names") == 6
+    # said once, when the name is written: the same again, or another field only, is quiet
+    rc, out, err = run(capsys, "--add", "--db", dbe, "--subkey", SUBKEYS["charlie"], "--name", "Team Alpha")
+    assert (rc, out, err) == (0, "unchanged: svc_char… sha256:dba1633cbab71a89 Team Alpha\n", "")
+    rc, out, err = run(capsys, "--add", "--db", dbe, "--subkey", SUBKEYS["charlie"], "--email", "c@example.com")
+    assert (rc, err) == (0, "")
+
+
+def test_add_name_clash_is_trimmed_and_case_insensitive_and_names_the_stored_form(dbe, capsys):
+    rc, out, err = run(capsys, "--add", "--db", dbe, "--subkey", SUBKEYS["bravo"], "--name", "  TEAM alpha ")
+    assert (rc, out) == (0, "updated: team_bra… sha256:b1411dd751b0d750 TEAM alpha (friendly_name)\n")
+    assert err == ("add_subkey_names_table.py: warning: friendly name 'TEAM alpha' of team_bra… sha256:b1411dd751b0d750"
+                   " is also the name of team_alp… sha256:0396fdc82504f0cc (as 'Team Alpha'): Splunk and the check"
+                   " tell them apart only by sha256\n")
+    assert rows(dbe, "SELECT friendly_name FROM subkey_names WHERE subkey=?", SUBKEYS["bravo"]) == [("TEAM alpha",)]
+    # a key's own name is no clash: renaming it in another case is quiet
+    rc, out, err = run(capsys, "--add", "--db", dbe, "--subkey", SUBKEYS["delta"], "--name", "DELTA ANALYTICS")
+    assert (rc, err) == (0, "")
+
+
+def test_import_warns_once_per_clash_in_dry_run_and_real_run(dbe, tmp_path, capsys):
+    f = tmp_path / "names.csv"
+    f.write_text("subkey,friendly_name,email\n"
+                 f"{SUBKEYS['charlie']},team bravo,\n"          # clashes with the stored Team Bravo
+                 f"{SUBKEYS['alpha']},Team Alpha,\n"            # its own name, unchanged: quiet
+                 f"{SUBKEYS['zulu_unknown']},Team Bravo,\n"     # clashes with Team Bravo and line 2
+                 f"{SUBKEYS['delta']},Delta Analytics,\n", encoding="utf-8")
+    warnings = [
+        f"add_subkey_names_table.py: warning: --import {f}: line 2: friendly name 'team bravo' of svc_char… "
+        "sha256:dba1633cbab71a89 is also the name of team_bra… sha256:b1411dd751b0d750 (as 'Team Bravo'): "
+        "Splunk and the check tell them apart only by sha256",
+        f"add_subkey_names_table.py: warning: --import {f}: line 4: friendly name 'Team Bravo' of zz_unkno… "
+        "sha256:292c5bda120b5986 is also the name of svc_char… sha256:dba1633cbab71a89 (as 'team bravo'), "
+        "team_bra… sha256:b1411dd751b0d750: Splunk and the check tell them apart only by sha256",
+    ]
+    before = rows(dbe, "SELECT * FROM subkey_names ORDER BY subkey")
+    rc, out, err = run(capsys, "--import", str(f), "--dry-run", "--db", dbe)
+    assert (rc, out) == (0, f"would import {f}: 2 inserted, 0 updated, 2 unchanged\n")
+    assert err.splitlines() == warnings
+    assert rows(dbe, "SELECT * FROM subkey_names ORDER BY subkey") == before
+    rc, out, err = run(capsys, "--import", str(f), "--db", dbe)
+    assert (rc, out) == (0, f"imported {f}: 2 inserted, 0 updated, 2 unchanged\n")
+    assert err.splitlines() == warnings
+    assert rows(dbe, "SELECT subkey, friendly_name FROM subkey_names WHERE friendly_name LIKE 'team bravo'"
+                     " ORDER BY subkey") == [
+        (SUBKEYS["charlie"], "team bravo"), (SUBKEYS["bravo"], "Team Bravo"), (SUBKEYS["zulu_unknown"], "Team Bravo")]
+    # the same file again writes no name, so it warns no more
+    rc, out, err = run(capsys, "--import", str(f), "--db", dbe)
+    assert (rc, out, err) == (0, f"imported {f}: 0 inserted, 0 updated, 4 unchanged\n", "")
+
+
+EMPTY_FILE_COMMANDS = [
+    ["--migrate"],
+    ["--migrate", "--dry-run"],
+    ["--migrate", "--no-backup"],
+    ["--add", "--subkey", "your_key", "--name", "User Name"],
+    ["--remove", "--subkey", "your_key"],
+    ["--import", "names.csv"],
+    ["--import", "names.csv", "--dry-run"],
+]
+
+
+@pytest.mark.parametrize("argv", EMPTY_FILE_COMMANDS)
+def test_write_commands_on_a_0_byte_file_refuse_and_leave_it_alone(tmp_path, capsys, argv):
+    """`touch` with a typo leaves a 0-byte file: that is not the service's database, and is not migrated."""
+    db = tmp_path / "quota.db"
+    db.touch()
+    (tmp_path / "names.csv").write_text("subkey,friendly_name\nyour_key,User Name\n", encoding="utf-8")
+    argv = [str(tmp_path / a) if a == "names.csv" else a for a in argv]
+    rc, out, err = run(capsys, *argv, "--db", str(db))
+    assert (rc, out) == (2, "")
+    assert err == (f"add_subkey_names_table.py: error: {db} is empty (0 bytes), so it is not the service's database"
+                   f" (check --db); to create a new database there, run add_subkey_names_table.py --init --db {db}\n")
+    assert db.stat().st_size == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["names.csv", "quota.db"]  # no backup, no journal
+
+
+def test_init_on_a_0_byte_file_creates_the_table_without_a_backup(tmp_path, capsys):
+    db = tmp_path / "quota.db"
+    db.touch()
+    rc, out, err = run(capsys, "--init", "--dry-run", "--db", str(db))
+    assert (rc, err) == (0, "")
+    assert [ln.split(":")[0] for ln in out.splitlines()] == ["would apply", "would apply"]  # and no backup
+    assert db.stat().st_size == 0
+    rc, out, err = run(capsys, "--init", "--db", str(db))
+    assert (rc, err) == (0, "")
+    assert out.splitlines() == [
+        "applied: 0001_create_subkey_names (create table subkey_names)",
+        "applied: 0003_subkey_names_friendly_name_index (create index idx_friendly_name on subkey_names(friendly_name))",
+        f"{db}: schema is current",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quota.db"]  # an empty file has nothing to back up
+    rc, out, err = run(capsys, "--migrate", "--db", str(db))  # a database now, no longer empty
+    assert (rc, out, err) == (0, f"{db}: already up to date; nothing changed\n", "")
+
+
+def test_add_the_guides_placeholder_subkey_is_saved_with_a_warning(dbe, capsys):
+    rc, out, err = run(capsys, "--add", "--db", dbe, "--subkey", "your_key", "--name", "User Name",
+                       "--email", "user@example.com")
+    assert (rc, out) == (0, "inserted: your_key sha256:217f57bb0b160477 User Name <user@example.com>\n")
+    assert err == (f"add_subkey_names_table.py: warning: subkey your_key sha256:217f57bb0b160477 has no usage in {dbe}"
+                   " (no rows in usage or monthly_usage): a typo or a placeholder? The name was saved;"
+                   " --remove takes it out\n")
+    assert rows(dbe, "SELECT subkey, friendly_name, email FROM subkey_names WHERE subkey='your_key'") == [
+        ("your_key", "User Name", "user@example.com")]
+    rc, out, err = run(capsys, "--remove", "--db", dbe, "--subkey", "your_key")
+    assert (rc, out, err) == (0, "removed: your_key sha256:217f57bb0b160477 User Name <user@example.com>\n", "")
+    assert count(dbe, "subkey_names") == 5
+
+
+def test_no_usage_warning_names_only_the_usage_tables_there_are(db9, capsys):
+    rc, out, err = run(capsys, "--add", "--db", db9, "--subkey", "your_key", "--name", "User Name", "--no-backup")
+    assert (rc, out) == (0, "inserted: your_key sha256:217f57bb0b160477 User Name\n")
+    assert err.splitlines()[-1] == (
+        f"add_subkey_names_table.py: warning: subkey your_key sha256:217f57bb0b160477 has no usage in {db9}"
+        " (no rows in usage): a typo or a placeholder? The name was saved; --remove takes it out")
+    assert [ln.split(":")[0] for ln in err.splitlines()] == ["migrated", "migrated", "add_subkey_names_table.py"]
+
+
+def test_no_usage_warning_only_for_keys_without_usage_in_a_service_database(dbe, tmp_path, capsys):
+    # a key with usage only in monthly_usage is used
+    c = sqlite3.connect(dbe)
+    c.execute("INSERT INTO monthly_usage(subkey, model, usage_month, requests) VALUES ('monthly_only_key', 'm', '2026-12', 1)")
+    c.commit()
+    c.close()
+    rc, out, err = run(capsys, "--add", "--db", dbe, "--subkey", "monthly_only_key", "--name", "M")
+    assert (rc, err) == (0, "")
+    # a names-only database (--init): nothing to compare with, so nothing said
+    db = str(tmp_path / "names-only.db")
+    assert run(capsys, "--init", "--db", db)[0] == 0
+    rc, out, err = run(capsys, "--add", "--db", db, "--subkey", "your_key", "--name", "User Name")
+    assert (rc, out, err) == (0, "inserted: your_key sha256:217f57bb0b160477 User Name\n", "")
