@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import re
 import sqlite3
 import threading
@@ -182,11 +183,49 @@ def test_not_a_sqlite_file_is_one_line(tmp_path, capsys):
         assert (rc, out, err) == (2, "", f"add_subkey_names_table.py: error: {db} is not a SQLite database\n")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file modes")
 def test_read_only_file_is_one_line(dbe, capsys):
-    os.chmod(dbe, 0o444)
-    rc, out, err = run(capsys, "--add", "--subkey", SUBKEYS["charlie"], "--name", "C", "--db", dbe)
-    assert rc == 2 and "is read-only" in err and len(err.splitlines()) == 1
+    if os.geteuid() != 0:
+        os.chmod(dbe, 0o444)
+        rc, out, err = run(capsys, "--add", "--subkey", SUBKEYS["charlie"], "--name", "C", "--db", dbe)
+        assert rc == 2 and "is read-only" in err and len(err.splitlines()) == 1
+        return
+    # root ignores file modes: the same call in a forked child that became nobody (no exec: the
+    # interpreter lives under /root); a first call as root imports every module the path needs
+    import shutil
+    import tempfile
+
+    import add_subkey_names_table
+
+    argv = ["--add", "--subkey", SUBKEYS["charlie"], "--name", "C", "--db"]
+    assert run(capsys, *argv, str(dbe))[0] == 0
+    argv[4] = "Charlie"  # a change, so the child has to write
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        db = Path(d) / "quota.db"
+        shutil.copyfile(dbe, db)
+        os.chmod(db, 0o444)
+        before = db.read_bytes()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: nobody, stderr into the pipe
+            try:
+                os.close(r)
+                os.setgid(65534)
+                os.setuid(65534)
+                os.dup2(w, 2)
+                sys.stderr = os.fdopen(2, "w")
+                rc = add_subkey_names_table.main(argv + [str(db)])
+                sys.stderr.flush()
+            except BaseException:
+                rc = 99
+            os._exit(rc)
+        os.close(w)
+        with os.fdopen(r) as fh:
+            err = fh.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 2, err
+        assert err.startswith(f"add_subkey_names_table.py: error: {db} is read-only") and len(err.splitlines()) == 1
+        assert db.read_bytes() == before
 
 
 # --------------------------------------------------------------------------- --add / --remove / --list
