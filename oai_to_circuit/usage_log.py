@@ -335,6 +335,10 @@ class UsageExtractor:
             except (ValueError, RecursionError):
                 self.stats.ignore("event JSON that does not parse")
                 return
+            for prev in [a for a in self._open.get(key, ()) if a.era == "A"]:
+                # era A sends synchronously: a new send means that one's outcome line was lost (journald's
+                # rate limit); it ends without one, so the next outcome line pairs with the send it follows
+                self._close(key, prev)
             a = self._open_attempt(e, asctime, worker, key, "usage", "A", {
                 "subkey": ev.get("subkey"), "model": ev.get("model")})
             a.event_only = ev

@@ -391,9 +391,6 @@ def test_era_a_outcomes_carry_no_identity_and_pair_by_order():
         ("gpt-5", "delivered"), ("gpt-4o", "failed"), ("gpt-4o-mini", "uncertain"), ("o3-mini", "failed")]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: era A pairs an outcome line with the OLDEST open attempt of the worker, "
-                                       "not with the 'Sending usage event' line it follows: one lost outcome line "
-                                       "moves every later outcome onto the event before it")
 def test_era_a_one_lost_outcome_line_leaves_only_its_own_event_without_an_outcome():
     """LOG_SHAPES pitfall 5: in 9c7664e the next splunk_hec line after 'Sending usage event' was always
     its outcome. When an outcome line is missing (journald's rate limit drops lines, and this version
