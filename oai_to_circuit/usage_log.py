@@ -58,6 +58,7 @@ SENDING_A_RE = re.compile(r"^Sending usage event to Splunk HEC: (?P<json>\{.*\})
 SUBKEY_RE = re.compile(r"subkey=(?P<v>[^,\s]+?)(?=,|\.\s|\.$|\s|$)")
 MODEL_RE = re.compile(r"model=(?P<v>[^,\s]+?)(?=,|\.\s|\.$|$)")
 ERRTYPE_RE = re.compile(r"error_type=(?P<v>[^,\s]+?)(?=,|\.\s|\.$|$)")
+TOKENS_RE = re.compile(r"(?:^|[ ,])tokens=(?P<v>\d+)\b")  # D4/D6 repeat the total: tells apart same-key sends
 STATUS_RE = re.compile(r"(?:status code |status |non-200 status: |Status )(?P<v>\d{3})\b")
 PAYLOAD_RE = re.compile(r"Request payload: (?P<json>\{.*\})$")
 RESPONSE_RE = re.compile(r"Response(?: body)?: (?P<v>.*?)(?:\. Request payload: |$)")
@@ -360,7 +361,7 @@ class UsageExtractor:
         self._open.setdefault(key, deque()).append(a)
         return a
 
-    def _find(self, key, kind, subkey, model, error_type, want_no_envelope=False, newest=False):
+    def _find(self, key, kind, subkey, model, error_type, want_no_envelope=False, newest=False, total=None):
         q = self._open.get(key)
         if not q:
             return None
@@ -375,6 +376,8 @@ class UsageExtractor:
             if model is not None and a.model is not None and a.model != model:
                 continue
             if error_type is not None and a.error_type is not None and a.error_type != error_type:
+                continue
+            if total is not None and a.summary.get("total") is not None and int(a.summary["total"]) != total:
                 continue
             return a
         return None
@@ -392,7 +395,8 @@ class UsageExtractor:
         model = m.group("v") if m else None
         m = ERRTYPE_RE.search(text)
         error_type = m.group("v") if m else None
-        a = self._find(key, kind, subkey, model, error_type)
+        m = TOKENS_RE.search(text)
+        a = self._find(key, kind, subkey, model, error_type, total=int(m.group("v")) if m else None)
         payload = None
         pm = PAYLOAD_RE.search(text)
         if pm:

@@ -188,6 +188,20 @@ def test_era_d_info_success_timeout_rebuilt_from_summary():
                        "x_forwarded_for": "203.0.113.211, 10.20.30.205"}
 
 
+def test_a_lost_outcome_line_does_not_move_the_next_same_key_outcome_onto_its_event():
+    """Two sends with the same subkey and model; the first one's outcome line was lost (journald's rate
+    limit): the second's ✓ SUCCESS, which repeats its token total, pairs with the second send."""
+    hashed = hash_subkey(RAW2)
+    j = Journal(jpid=7245, wpid=7249)
+    for i, total in enumerate((1111, 2225)):
+        j.hec(T0 + i, "INFO", f"[HEC EXPORT] Starting Splunk HEC export - subkey={hashed}, model=gpt-4o, "
+                              f"tokens={total} (prompt={total - 100}, completion=100), source=10.20.30.205, url={URL}")
+    j.hec(T0 + 1.2, "INFO", f"[HEC EXPORT] ✓ SUCCESS - Event sent successfully for subkey={hashed}, model=gpt-4o,"
+                            ' tokens=2225, source=10.20.30.205. Response: {"text":"Success","code":0}')
+    recs, _, _ = j.records()
+    assert sorted((r.event["total_tokens"], r.outcome) for r in recs) == [(1111, "unknown"), (2225, "delivered")]
+
+
 def test_two_workers_interleaved_are_joined_by_worker():
     """Outcome lines pair with the attempt of their own worker process, even when interleaved."""
     hashed = hash_subkey(RAW)
