@@ -115,7 +115,8 @@ def _stop(stop: threading.Event) -> None:
     if stop.is_set():
         raise KeyboardInterrupt
     stop.set()
-    print("backfill_hec.py: stopping once the POST on the wire is answered (again to stop at once)", file=sys.stderr)
+    print("backfill_hec.py: stopping: what is on its way to HEC is finished first (Ctrl-C or SIGTERM again to stop"
+          " at once)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -267,9 +267,11 @@ class BackfillReport:
             out.append(f"STOPPED:   {self.fatal}")
         if self.stopped:
             how = "on request (SIGTERM or Ctrl-C)" if self.stopped == "request" else "at once (a second SIGTERM or Ctrl-C)"
-            done = f"{self.selected} events previewed" if self.dry_run else f"{self.delivered} events delivered"
-            out.append(f"STOPPED:   {how}: {done}, the rest of the input not read. Run the same command again to"
-                       " finish: the ledger skips what was delivered")
+            if self.dry_run:
+                out.append(f"STOPPED:   {how}: {self.selected} events previewed, the rest of the input not read")
+            else:
+                out.append(f"STOPPED:   {how}: {self.delivered} events delivered, the rest of the input not read. Run"
+                           " the same command again to finish: the ledger skips what was delivered")
         if self.tokens:
             out.append("tokens by model and month (UTC) of the events "
                        + ("that would be sent:" if self.dry_run else "delivered:"))

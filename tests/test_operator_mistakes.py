@@ -241,3 +241,17 @@ def test_the_report_names_the_subkeys_that_went_without_a_name(env, tmp_path, ca
     emails = sum("email" in e for e in events)
     assert (f"names:     friendly_name joined on {named} of 319 events ({emails} with email); no name for 1 subkey:"
             f" {key} ({n} events) (python check_and_setup_names.py prints the --add commands)") in err
+
+
+def test_a_stop_request_ends_a_dry_run_with_the_report_and_exit_130(env, tmp_path, capsys):
+    import threading
+
+    from oai_to_circuit.backfill import run_from_args
+
+    stop = threading.Event()
+    stop.set()  # as if SIGTERM came before the first event
+    args = backfill_hec.build_parser().parse_args(["--utc", "--dry-run", str(e7_journal(tmp_path))])
+    assert run_from_args(args, stop=stop) == 130
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2  # the header and one row
+    assert "STOPPED:   on request (SIGTERM or Ctrl-C): 1 events previewed, the rest of the input not read" in err
