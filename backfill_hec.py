@@ -8,12 +8,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from typing import Optional, Sequence
 
-from oai_to_circuit.cli import NON_NEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser, number
+from oai_to_circuit.cli import NON_NEGATIVE, POSITIVE, POSITIVE_INT, ArgumentParser, number, stop_on_signals
 from oai_to_circuit.errors import ToolkitError
 
 EPILOG = """exit status: 0 every selected event delivered (or dry run done), 1 some events failed
@@ -88,16 +86,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("no input: pipe journalctl output in (< recent_logs.txt) or name the files")
     from oai_to_circuit.backfill import run_from_args
 
-    # SIGTERM (systemd, timeout(1), kill) and Ctrl-C: the first lets the POST on the wire finish, so
-    # nothing it carries is left unconfirmed, and reads no further; a second one stops at once (what
-    # was on its way goes to the dead letters, marked as possibly sent)
-    stop = threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda signum, frame: _stop(stop))
     try:
-        return run_from_args(args, stop=stop)
+        with stop_on_signals("backfill_hec.py") as stop:
+            return run_from_args(args, stop=stop)
     except ToolkitError as exc:
         print(f"backfill_hec.py: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -106,17 +97,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. the preview piped into head: what was sent is in the ledger
         return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _stop(stop: threading.Event) -> None:
-    if stop.is_set():
-        raise KeyboardInterrupt
-    stop.set()
-    print("backfill_hec.py: stopping: what is on its way to HEC is finished first (Ctrl-C or SIGTERM again to stop"
-          " at once)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ or higher, nothing is sent. Corrections: requests=0, backfill=true, trueup=true,
 
 exit status: 0 done (corrections delivered, none needed, dry run, or answered no), 1 some corrections
 failed (they are in the dead-letter file; backfill_hec.py --replay FILE resends them), 2 usage,
-input or configuration error. Settings come from flags, then the environment, then credentials.env
+input or configuration error, 130 stopped by SIGTERM or Ctrl-C while sending (the first lets the POST
+on the wire finish; run the same command again for the rest). Settings come from flags, then the environment, then credentials.env
 (--env-file, ./credentials.env, /etc/oai-to-circuit/credentials.env)."""
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sqlite3
 import sys
@@ -62,12 +63,16 @@ class BackfillOptions:
     replay_flags: str = ""              # flags a replay of this run's dead letters needs (--ledger, --env-file, ...)
     stop: Optional[threading.Event] = None  # set on SIGTERM / Ctrl-C: finish the POST on the wire, read no more
     date: Optional[str] = None          # --date as given (only its year is used)
+    index_refused: bool = False         # HEC refused the index (code 7): a replay needs another one
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
     def replay_command(self, path) -> str:
-        return f"python backfill_hec.py --replay {shlex.quote(str(path))}{self.replay_flags}"
+        flags = self.replay_flags
+        if self.index_refused:  # repeating the index HEC refused would fail the same way
+            flags = re.sub(r" --index \S+", "", flags) + " --index INDEX (one that exists and the token may write to)"
+        return f"python backfill_hec.py --replay {shlex.quote(str(path))}{flags}"
 
 
 def destination_of(hec_url: str) -> str:
@@ -724,6 +729,7 @@ def _send(cands, ledger, opts, report, hec, log, stdout, output, table) -> None:
                     log(f"failed {c.backfill_id} from {c.origin}: {res.reason}")
     except HECFatalError as exc:
         report.fatal = str(exc)
+        opts.index_refused = exc.setting == "index"
         reason = f"not sent: the run stopped: {exc}"
         maybe = hec.unconfirmed_may_have_arrived()
         for c in list(pending.values()):
@@ -838,8 +844,10 @@ def make_hec(settings, args, stderr: TextIO, stop: Optional[threading.Event] = N
 
 def _only_table_missing(db_path: str) -> bool:
     """The file is a readable SQLite database that merely predates subkey_names (a warning, not an error)."""
-    from .names import NamesUnavailable, connect_ro
+    from .names import NamesUnavailable, is_empty_file, connect_ro
 
+    if is_empty_file(db_path):
+        return False
     try:
         conn = connect_ro(db_path)
     except NamesUnavailable:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -29,3 +32,28 @@ def number(kind, minimum, inclusive):
 POSITIVE_INT = number(int, 1, True)
 POSITIVE = number(float, 0, False)
 NON_NEGATIVE = number(float, 0, True)
+
+
+@contextmanager
+def stop_on_signals(prog: str):
+    """SIGTERM (systemd, timeout(1), kill) and Ctrl-C while sending: the first sets the event it yields,
+    so what is on its way to HEC is finished and nothing more is read (nothing left unconfirmed); a
+    second one raises KeyboardInterrupt to stop at once. Outside the main thread: an event no signal sets."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(f"{prog}: stopping: what is on its way to HEC is finished first (Ctrl-C or SIGTERM again to stop"
+              " at once)", file=sys.stderr)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

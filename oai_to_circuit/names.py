@@ -286,7 +286,7 @@ def _no_database(db_path: str) -> NamesUnavailable:
         f"no database at {db_path} (create one with add_subkey_names_table.py --init --db {shlex.quote(db_path)})")
 
 
-def _is_empty_file(db_path: str) -> bool:
+def is_empty_file(db_path: str) -> bool:
     """0 bytes and no -wal content. (A live WAL database is never 0 bytes: switching to WAL writes the header.)"""
     try:
         return (os.path.isfile(db_path) and os.path.getsize(db_path) == 0
@@ -298,7 +298,7 @@ def _is_empty_file(db_path: str) -> bool:
 def _refuse_empty(db_path: str) -> None:
     """A 0-byte file (what ``touch`` with a typo leaves) is not the service's database: only --init
     may turn it into one."""
-    if not _is_empty_file(db_path):
+    if not is_empty_file(db_path):
         return
     raise NamesUnavailable(
         f"{db_path} is empty (0 bytes), so it is not the service's database (check --db); "
@@ -561,7 +561,7 @@ def migrate(
     result = MigrationResult(db_path=db_path, dry_run=dry_run)
     if not create:
         _refuse_empty(db_path)
-    result.was_empty = _is_empty_file(db_path)
+    result.was_empty = is_empty_file(db_path)
     if dry_run:
         if not os.path.exists(db_path):
             if not create:
@@ -639,6 +639,7 @@ def _read_rows(conn: sqlite3.Connection) -> list:
 
 def list_names(db_path: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[list, str]:
     """(rows sorted by friendly_name, schema state). Read-only. Raises NamesUnavailable."""
+    _refuse_empty(db_path)  # not "no table (run --migrate)": --migrate refuses it too
     conn = connect_ro(db_path, timeout)
     try:
         if not _table_exists(conn, TABLE):

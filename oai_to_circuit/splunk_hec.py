@@ -54,6 +54,7 @@ class HECFatalError(HECError):
     """
 
     exit_code = 2
+    setting: Optional[str] = None  # the setting to fix, where one alone is to blame ("index")
 
     def __init__(self, message: str, pending: Optional[list] = None):
         super().__init__(message)
@@ -349,8 +350,10 @@ class SplunkHEC:
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
 
-    def _fatal(self, message: str) -> HECFatalError:
-        return HECFatalError(self._scrub(message))
+    def _fatal(self, message: str, setting: Optional[str] = None) -> HECFatalError:
+        exc = HECFatalError(self._scrub(message))
+        exc.setting = setting
+        return exc
 
     def _request_headers(self, extra=None) -> dict:
         h = dict(self._headers)
@@ -715,7 +718,7 @@ class SplunkHEC:
             except (ValueError, AttributeError):
                 index = self.index
             raise self._fatal(f"HEC at {base} refused index {index!r} (code 7 Incorrect index): the index does not "
-                              "exist or this token may not write to it; check SPLUNK_INDEX (or --index)")
+                              "exist or this token may not write to it; check SPLUNK_INDEX (or --index)", "index")
         if reply.code == 10 and self.ack is False:
             raise self._fatal(f"HEC at {base} requires indexer acknowledgement for this token (code 10) "
                               "but acks are turned off")

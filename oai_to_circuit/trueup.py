@@ -519,6 +519,7 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
                   stdin: Optional[TextIO] = None) -> int:
     """Resolve settings from parsed ``trueup_hec.py`` arguments, reconcile, confirm, send; exit code."""
     from .backfill import BackfillOptions, destination_of, make_hec, run_backfill
+    from .cli import stop_on_signals
     from .config import load_settings
     from .ledger import Ledger, default_ledger_path
 
@@ -611,11 +612,13 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
         index=settings.index, sourcetype=settings.sourcetype, source=settings.source, db_path=settings.db_path,
         ledger_path=str(ledger_path), force=args.force, dead_letter_path=args.dead_letter, progress=False,
         destination=destination_of(settings.hec_url))
-    hec = make_hec(settings, args, stderr)
-    try:
-        report = run_backfill(opts, hec=hec, stdout=stdout, stderr=stderr, bodies=todo)
-    finally:
-        hec.close()
+    with stop_on_signals("trueup_hec.py") as stop:  # SIGTERM / Ctrl-C: the POST on the wire is finished first
+        opts.stop = stop
+        hec = make_hec(settings, args, stderr, stop)
+        try:
+            report = run_backfill(opts, hec=hec, stdout=stdout, stderr=stderr, bodies=todo)
+        finally:
+            hec.close()
 
     result = {"delivered": report.delivered, "failed": report.failed, "already_sent": report.already_sent,
               "dead_letter_path": report.dead_letter_path, "maybe_doubled": report.maybe_doubled,
@@ -636,6 +639,9 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
             f"resend them with: {report.replay_command}")
     if report.fatal:
         log(f"STOPPED: {report.fatal}")
+    if report.stopped:
+        log(f"STOPPED: {'on request' if report.stopped == 'request' else 'at once'} (SIGTERM or Ctrl-C): run the same"
+            " command again to send what is left (the ledger skips what was delivered)")
     if report.delivered:
         months = " OR ".join(f"trueup_month={m}" for m in plan.months)
         log("verify in Splunk:")

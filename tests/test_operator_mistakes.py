@@ -255,3 +255,26 @@ def test_a_stop_request_ends_a_dry_run_with_the_report_and_exit_130(env, tmp_pat
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 2  # the header and one row
     assert "STOPPED:   on request (SIGTERM or Ctrl-C): 1 events previewed, the rest of the input not read" in err
+
+
+def test_a_zero_byte_db_is_not_a_database_without_names(env, tmp_path, capsys):
+    """What `touch` with a typo leaves: refused like a missing file, not "no table, run --migrate"."""
+    empty = tmp_path / "quota.db"
+    empty.write_bytes(b"")
+    code, out, err = run(capsys, "--utc", "--db", empty, e7_journal(tmp_path))
+    assert code == 2 and env.requests == []
+    assert err == (f"backfill_hec.py: error: --db: {empty} is empty (0 bytes), so it is not the service's database"
+                   f" (check --db); to create a new database there, run add_subkey_names_table.py --init --db {empty};"
+                   " fix it, or give --no-names to send without friendly_name/email\n")
+
+
+def test_a_refused_index_is_not_repeated_in_the_replay_hint(env, tmp_path, capsys, monkeypatch):
+    from hec_server import HECServer
+
+    with HECServer(indexes={"oai_circuit"}) as server:
+        monkeypatch.setenv("SPLUNK_HEC_URL", server.url)
+        code, out, err = run(capsys, "--utc", "--index", "nosuchindex", e7_journal(tmp_path))
+    assert code == 2 and "refused index 'nosuchindex' (code 7" in err
+    (dead,) = tmp_path.glob("backfill-dead-letters-*.ndjson")
+    assert (f"resend them with: python backfill_hec.py --replay {dead} --index INDEX (one that exists and the token"
+            " may write to)") in err

@@ -297,3 +297,30 @@ def test_a_failed_correction_is_dead_lettered_exit_1_and_sent_by_the_next_run(en
     code, out, err = run(capsys, "--reference", REF, "--splunk", SPLUNK, "--yes", "--no-gzip")
     assert code == 0, err
     assert [encode(b) for b in env.events] == [EXPECTED_BYTES]
+
+
+def test_sigterm_while_the_correction_is_on_the_wire_finishes_it_and_a_rerun_sends_nothing(hec_server, tmp_path):
+    """Like the backfill: the first SIGTERM lets the POST be answered, so the correction is delivered once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from journal_views import TOKEN
+
+    env = dict(os.environ, SPLUNK_HEC_URL=hec_server.url, SPLUNK_HEC_TOKEN=TOKEN, XDG_STATE_HOME=str(tmp_path))
+    cmd = [sys.executable, str(Path(__file__).resolve().parent.parent / "trueup_hec.py"), "--reference", str(REF),
+           "--splunk", str(SPLUNK), "--yes"]
+    hec_server.delay_next(2)  # stores the correction, answers 2 s later
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not hec_server.events and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "delivered 1, failed 0" in err and not list(tmp_path.glob("backfill-dead-letters-*"))
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert [e["event"]["total_tokens"] for e in hec_server.events] == [3683]  # once
