@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Create/migrate the subkey_names table and manage friendly names in the service's quota.db.
 
-Thin: parses arguments and calls ``oai_to_circuit.names.manage``. See docs/names.md.
+Thin: parses arguments and calls ``oai_to_circuit.names.manage``. See README.md, section Names.
 """
 from __future__ import annotations
 

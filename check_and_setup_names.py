@@ -3,7 +3,7 @@
 
 Exit 0: schema current and every active subkey named; 1: something missing (or not the service's
 database: no usage tables); 2: database unreadable.
-Thin: parses arguments and calls ``oai_to_circuit.names.check``. See docs/names.md.
+Thin: parses arguments and calls ``oai_to_circuit.names.check``. See README.md, section Names.
 """
 from __future__ import annotations
 

@@ -470,7 +470,8 @@ def build_plan(args, settings, log) -> Plan:
         when = correction_time(l.month, args.date)
         start, end = month_bounds(l.month)
         if args.date and l is corr[0] and not (start.timestamp() + 12 * 3600 <= when < end.timestamp() - 14 * 3600):
-            log(f"warning: --date {args.date} is within 14 hours of the month's edge: in some time zones "
+            log(f"warning: --date {args.date} is within 12 hours of the month's start or 14 of its end (zones run"
+                f" from UTC-12 to UTC+14): in some time zones "
                 f"Splunk shows it in another month than {l.month}")
         a = l.adjustment
         if a.prompt + a.completion != a.total:
