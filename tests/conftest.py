@@ -30,3 +30,19 @@ def dbe(tmp_path):
     p = tmp_path / "quota.db"
     shutil.copyfile(FIXTURES / "quota-e749b02.db", p)
     return str(p)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, hec_server):
+    """A clean operator environment for backfill_hec.py: HEC settings in the environment, cwd and
+    state in tmp, and a names database without subkey_names (whatever this machine has at
+    /var/lib/oai-to-circuit/quota.db). Returns the HEC server."""
+    from journal_views import TOKEN, nameless_db
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("SPLUNK_HEC_URL", hec_server.url + "/services/collector/event")
+    monkeypatch.setenv("SPLUNK_HEC_TOKEN", TOKEN)
+    monkeypatch.setenv("QUOTA_DB_PATH", nameless_db(tmp_path))
+    monkeypatch.delenv("SPLUNK_INDEX", raising=False)
+    return hec_server

@@ -246,7 +246,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, payload)
 
     def do_POST(self):
-        hec = self.server.hec
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"
         query = parse_qs(parts.query)

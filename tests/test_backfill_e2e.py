@@ -12,24 +12,10 @@ from pathlib import Path
 import pytest
 
 import backfill_hec
-from journal_views import (FIXTURES, TOKEN, db_path, expected, fixture, journalctl_view, live_outcome, nameless_db,
-                           names_by_hash)
+from journal_views import FIXTURES, TOKEN, db_path, expected, fixture, journalctl_view, live_outcome, names_by_hash
 
 E7 = "service-e749b02"
 A9 = "service-9c7664e"
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch, hec_server):
-    """A clean operator environment: HEC settings in the environment, cwd and state in tmp."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("SPLUNK_HEC_URL", hec_server.url + "/services/collector/event")
-    monkeypatch.setenv("SPLUNK_HEC_TOKEN", TOKEN)
-    # no names database, whatever this machine has at /var/lib/oai-to-circuit/quota.db
-    monkeypatch.setenv("QUOTA_DB_PATH", nameless_db(tmp_path))
-    monkeypatch.delenv("SPLUNK_INDEX", raising=False)
-    return hec_server
 
 
 def run(capsys, *argv):

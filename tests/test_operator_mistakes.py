@@ -9,24 +9,13 @@ from collections import Counter
 import pytest
 
 import backfill_hec
-from journal_views import FIXTURES, TOKEN, db_path, nameless_db
+from journal_views import FIXTURES, TOKEN
 
 E7 = "service-e749b02"
 
 HEAD = ("Dec 03 18:26:06 proxy-01 oai-to-circuit[7724]: INFO:     2026-12-03 18:26:06,830 - SpawnProcess-1[ 7728]"
         " - oai_to_circuit.splunk_hec - [HEC EXPORT] ")
 CONT = "Dec 03 18:26:06 proxy-01 oai-to-circuit[7724]: "
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch, hec_server):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("SPLUNK_HEC_URL", hec_server.url)
-    monkeypatch.setenv("SPLUNK_HEC_TOKEN", TOKEN)
-    monkeypatch.setenv("QUOTA_DB_PATH", nameless_db(tmp_path))
-    monkeypatch.delenv("SPLUNK_INDEX", raising=False)
-    return hec_server
 
 
 def run(capsys, *argv):
