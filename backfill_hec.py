@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--utc", action="store_true", help="the journal text was printed with --utc")
     g = p.add_argument_group("names and destination")
     g.add_argument("--db", metavar="PATH", help="quota.db with subkey_names (default QUOTA_DB_PATH)")
-    g.add_argument("--no-names", action="store_true", help="read no database: events go without friendly_name/email")
+    g.add_argument("--no-names", action="store_true",
+                   help="read no database: events keep only the names the service itself logged")
     g.add_argument("--env-file", metavar="PATH", help="credentials.env to read")
     g.add_argument("--index", help="Splunk index (default SPLUNK_INDEX, else oai_circuit)")
     g.add_argument("--sourcetype", help="sourcetype (default SPLUNK_SOURCETYPE, else llm:usage)")
