@@ -913,7 +913,7 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
 
     names, warning = None, None
     if args.no_names:
-        warning = "--no-names: events go without friendly_name/email"
+        warning = "--no-names: no database read; events keep only the names the service itself logged"
     elif not opts.replay and not args.check:
         from .names import NamesUnavailable, name_lookup
 

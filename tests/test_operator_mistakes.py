@@ -52,7 +52,7 @@ def test_a_mistyped_db_stops_the_run_before_anything_is_sent(env, tmp_path, caps
     code, out, err = run(capsys, "--utc", "--no-names", e7_journal(tmp_path))
     assert code == 0, err
     assert len(env.events) == 319
-    assert "names:     --no-names: events go without friendly_name/email" in err
+    assert "names:     --no-names: no database read; events keep only the names the service itself logged" in err
 
 
 def test_a_db_without_the_names_table_is_a_warning_and_the_run_goes_on(env, tmp_path, capsys):
