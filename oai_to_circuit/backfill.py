@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import sqlite3
 import sys
@@ -60,7 +59,7 @@ class BackfillOptions:
     dead_letter_path: Optional[str] = None
     progress: Optional[bool] = None     # None: when stderr is a terminal
     destination: str = ""               # the collector(s), recorded in the ledger; "" = not configured
-    replay_flags: str = ""              # flags a replay of this run's dead letters needs (--ledger, --env-file, ...)
+    replay_flags: tuple = ()            # (flag, value) a replay of this run's dead letters repeats (--ledger, ...)
     stop: Optional[threading.Event] = None  # set on SIGTERM / Ctrl-C: finish the POST on the wire, read no more
     date: Optional[str] = None          # --date as given (only its year is used)
     index_refused: bool = False         # HEC refused the index (code 7): a replay needs another one
@@ -69,9 +68,10 @@ class BackfillOptions:
         return self.stop is not None and self.stop.is_set()
 
     def replay_command(self, path) -> str:
-        flags = self.replay_flags
-        if self.index_refused:  # repeating the index HEC refused would fail the same way
-            flags = re.sub(r" --index \S+", "", flags) + " --index INDEX (one that exists and the token may write to)"
+        flags = "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in self.replay_flags
+                        if not (self.index_refused and flag == "--index"))  # the refused one would fail again
+        if self.index_refused:
+            flags += " --index INDEX (one that exists and the token may write to)"
         return f"python backfill_hec.py --replay {shlex.quote(str(path))}{flags}"
 
 
@@ -842,25 +842,11 @@ def make_hec(settings, args, stderr: TextIO, stop: Optional[threading.Event] = N
         log=lambda m: print(m, file=stderr), stop=stop)
 
 
-def _only_table_missing(db_path: str) -> bool:
-    """The file is a readable SQLite database that merely predates subkey_names (a warning, not an error)."""
-    from .names import NamesUnavailable, is_empty_file, connect_ro
-
-    if is_empty_file(db_path):
-        return False
-    try:
-        conn = connect_ro(db_path)
-    except NamesUnavailable:
-        return False
-    conn.close()
-    return True
-
-
-def _replay_flags(args) -> str:
+def _replay_flags(args) -> tuple:
     """The flags of this run that a replay of its dead letters must repeat to go the same way."""
-    flags = [("--ledger", args.ledger), ("--env-file", args.env_file), ("--index", args.index),
-             ("--sourcetype", args.sourcetype), ("--ca-bundle", args.ca_bundle)]
-    return "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in flags if v)
+    return tuple((flag, v) for flag, v in (("--ledger", args.ledger), ("--env-file", args.env_file),
+                                           ("--index", args.index), ("--sourcetype", args.sourcetype),
+                                           ("--ca-bundle", args.ca_bundle)) if v)
 
 
 def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None,
@@ -915,12 +901,12 @@ def run_from_args(args, stdout: Optional[TextIO] = None, stderr: Optional[TextIO
     if args.no_names:
         warning = "--no-names: no database read; events keep only the names the service itself logged"
     elif not opts.replay and not args.check:
-        from .names import NamesUnavailable, name_lookup
+        from .names import NamesUnavailable, NoNamesTable, name_lookup
 
         try:
             names = name_lookup(opts.db_path)
         except NamesUnavailable as exc:
-            if "db_path" in settings.given and not _only_table_missing(opts.db_path):
+            if "db_path" in settings.given and not isinstance(exc, NoNamesTable):
                 # a database named for this run (--db, QUOTA_DB_PATH) that cannot be read: events sent
                 # without names could not be sent again with them (the ledger has them): stop first
                 where = "--db" if args.db else "QUOTA_DB_PATH"

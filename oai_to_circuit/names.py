@@ -69,6 +69,10 @@ class NamesUnavailable(NamesError):
     """The database cannot be used: missing, not SQLite, no subkey_names table, locked, read-only."""
 
 
+class NoNamesTable(NamesUnavailable):
+    """A readable database that predates subkey_names: the backfill warns and goes on without names."""
+
+
 class DatabaseLocked(NamesUnavailable):
     """Another connection (normally the running service) holds the lock past the timeout."""
 
@@ -643,7 +647,7 @@ def list_names(db_path: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[list, st
     conn = connect_ro(db_path, timeout)
     try:
         if not _table_exists(conn, TABLE):
-            raise NamesUnavailable(f"{db_path} has no {TABLE} table ({MIGRATE_HINT})")
+            raise NoNamesTable(f"{db_path} has no {TABLE} table ({MIGRATE_HINT})")
         return _read_rows(conn), schema_state(conn)
     except sqlite3.Error as exc:
         raise _translate(exc, db_path, timeout, writing=False) from None

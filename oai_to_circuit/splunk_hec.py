@@ -54,11 +54,11 @@ class HECFatalError(HECError):
     """
 
     exit_code = 2
-    setting: Optional[str] = None  # the setting to fix, where one alone is to blame ("index")
 
-    def __init__(self, message: str, pending: Optional[list] = None):
+    def __init__(self, message: str, pending: Optional[list] = None, setting: Optional[str] = None):
         super().__init__(message)
         self.pending: list = list(pending or [])
+        self.setting = setting  # the one setting to blame, where one is ("index")
 
 
 @dataclass
@@ -351,9 +351,7 @@ class SplunkHEC:
             sys.stderr.flush()
 
     def _fatal(self, message: str, setting: Optional[str] = None) -> HECFatalError:
-        exc = HECFatalError(self._scrub(message))
-        exc.setting = setting
-        return exc
+        return HECFatalError(self._scrub(message), setting=setting)
 
     def _request_headers(self, extra=None) -> dict:
         h = dict(self._headers)
